@@ -1,0 +1,49 @@
+"""What the engine needs to know about an architecture, stated once per architecture.
+
+The engine never tests an architecture's name: everything that differs between networks
+(input range, size constraints, precision safety, tiling context, checkpoint quirks) lives
+in one ArchSpec that each architecture module exports as ``SPEC``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+StateDict = Mapping[str, torch.Tensor]
+
+
+def keep_state_dict(state_dict: StateDict) -> dict[str, torch.Tensor]:
+    """Default checkpoint preparation: the keys already match the module."""
+    return dict(state_dict)
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    name: str
+    """Family name as used in model cards and the weights mirror layout ("BSRN")."""
+    build: Callable[..., nn.Module]
+    """build(scale=..., **hyperparameters) -> an un-initialised module in eval-ready form."""
+    input_range: float
+    """1.0 when the network takes RGB in [0,1]; 255.0 when it takes [0,255]."""
+    min_size: int
+    """Smallest LR side (pixels) the network accepts; the engine pads smaller inputs and crops back."""
+    size_multiple: int
+    """The engine pads LR inputs to a multiple of this (1 when the network handles any size itself)."""
+    tile_overlap: int
+    """LR pixels of context to add on each side of a tile so tiles blend without seams."""
+    tile_multiple: int
+    """Tile sizes are rounded to a multiple of this (window size for windowed attention)."""
+    fp16_safe: bool
+    """True when a plain .half() forward stays finite and accurate on real images."""
+    bf16_safe: bool
+    prepare_state_dict: Callable[[StateDict], dict[str, torch.Tensor]] = keep_state_dict
+    """Official checkpoint -> state dict that loads strictly (strip prefixes, drop size-dependent buffers)."""
+    detect: Callable[[StateDict], "dict[str, Any] | None"] | None = None
+    """State dict (after prepare_state_dict) -> {"scale": s, **hyperparameters}, or None if not this arch."""
+    paper: str = ""
+    activation_bytes_per_pixel: int = 16384
+    """Rough peak fp32 activation memory per LR input pixel; sizes automatic tiles (halved on OOM)."""

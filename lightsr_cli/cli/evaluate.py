@@ -1,0 +1,64 @@
+"""`lightsr eval DATASET --model ID`: PSNR/SSIM-Y on benchmark pairs, as the papers measure them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..errors import InputError
+from ..registry import resolve_model
+from . import options
+from .app import app, handles_errors
+from .render import RichReporter, print_json, stdout_table
+
+
+@app.command("eval", no_args_is_help=True)
+@handles_errors
+def evaluate(
+    ctx: typer.Context,
+    datasets: List[Path] = typer.Argument(..., metavar="DATASET...", help="Folders laid out as DATASET/x<scale>/{LR,HR}."),
+    model: Optional[str] = options.MODEL,
+    preset: Optional[options.Preset] = options.PRESET,
+    weights_file: Optional[Path] = options.WEIGHTS,
+    scale: Optional[int] = typer.Option(None, "--scale", "-s", help="Scale, when choosing by preset."),
+    tile: Optional[int] = options.TILE,
+    batch: int = options.BATCH,
+    device: str = options.DEVICE,
+    precision: options.Precision = options.PRECISION,
+    tta: bool = options.TTA,
+    per_image: bool = typer.Option(False, "--per-image", help="Also list every image's scores."),
+    as_json: bool = options.JSON,
+) -> None:
+    """Score a model: PSNR-Y and SSIM-Y (BT.601, border = scale) of 8-bit outputs against HR."""
+    for dataset in datasets:
+        if not dataset.is_dir():
+            raise InputError(f"no such dataset folder: {dataset}")
+    from .upscale import _resolve_card
+
+    card = _resolve_card(model, preset, scale, weights_file)
+    from ..pipeline import EngineChoice, evaluate as evaluate_dataset, load_upscaler
+
+    choice = EngineChoice(device=device, precision=precision.value, tile=tile, batch=batch, tta=tta)
+    with RichReporter() as reporter:
+        upscaler = load_upscaler(card, choice, reporter, weights_path=weights_file)
+        scores = [evaluate_dataset(upscaler, dataset, reporter) for dataset in datasets]
+    rows = [{
+        "dataset": s.dataset, "model": card.id, "scale": s.scale, "images": len(s.images),
+        "psnr_y": round(s.psnr_y, 4), "ssim_y": round(s.ssim_y, 4),
+        "reference_psnr_y": card.reference_psnr.get(s.dataset), "seconds": round(s.seconds, 2),
+        "device": str(upscaler.device), "precision": upscaler.precision, "tile": upscaler.stats.tile_size,
+        "tta": tta,
+        **({"per_image": {i.name: {"psnr_y": round(i.psnr_y, 4), "ssim_y": round(i.ssim_y, 4)} for i in s.images}}
+           if per_image or as_json else {}),
+    } for s in scores]
+    if as_json:
+        print_json(rows)
+        return
+    columns = ["dataset", "model", "scale", "images", "psnr_y", "ssim_y", "reference_psnr_y", "seconds"]
+    stdout_table(f"{card.id} on {upscaler.device} ({upscaler.precision})", columns, rows)
+    if per_image:
+        for row in rows:
+            stdout_table(row["dataset"], ["image", "psnr_y", "ssim_y"],
+                         [{"image": k, **v} for k, v in row["per_image"].items()])

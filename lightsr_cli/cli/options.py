@@ -1,0 +1,45 @@
+"""Choices shared by several commands, as Enums so --help lists them."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import typer
+
+
+class Preset(str, Enum):
+    fast = "fast"
+    balanced = "balanced"
+    quality = "quality"
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+class ImageFormat(str, Enum):
+    png = "png"
+    jpeg = "jpeg"
+    webp = "webp"
+    bmp = "bmp"
+    tiff = "tiff"
+
+
+DEVICE = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.",
+                      rich_help_panel="Engine")
+PRECISION = typer.Option(Precision.auto, "--precision", help="auto: fp16/bf16 on GPUs where the model is safe, fp32 on CPU.",
+                         rich_help_panel="Engine")
+TILE = typer.Option(None, "--tile", help="Tile side in input pixels; 0 = whole image; default: whole image when it fits in memory.",
+                    rich_help_panel="Engine")
+BATCH = typer.Option(1, "--batch", min=1, help="Tiles (or video frames) per forward pass.", rich_help_panel="Engine")
+MODEL = typer.Option(None, "--model", "-m", help="Model id (see `lightsr models`).", rich_help_panel="Model")
+PRESET = typer.Option(None, "--preset", "-p", help="Pick the model by speed/quality preset (default: balanced).",
+                      rich_help_panel="Model")
+WEIGHTS = typer.Option(None, "--weights", help="A checkpoint file (.pth/.pt/.ckpt/.safetensors) of one of the five architectures.",
+                       rich_help_panel="Model")
+TTA = typer.Option(False, "--tta", help="8-way self-ensemble (flips and rotations): slower, slightly better.",
+                   rich_help_panel="Engine")
+JSON = typer.Option(False, "--json", help="Print one machine-readable summary on stdout.")

@@ -1,0 +1,118 @@
+"""`lightsr upscale INPUT...`"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..errors import UsageError
+from ..jobs import NamingRule, plan_jobs
+from ..registry import resolve_model
+from . import options
+from .app import app, handles_errors
+from .render import RichReporter, print_json, stderr
+
+
+@app.command(no_args_is_help=True)
+@handles_errors
+def upscale(
+    ctx: typer.Context,
+    inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Image or video files, folders, or quoted globs."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (one input) or folder (created if missing)."),
+    scale: Optional[int] = typer.Option(None, "--scale", "-s", help="Upscaling factor: 2, 3 or 4 (default 4, or the model's).",
+                                        rich_help_panel="Model"),
+    model: Optional[str] = options.MODEL,
+    preset: Optional[options.Preset] = options.PRESET,
+    weights_file: Optional[Path] = options.WEIGHTS,
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Look into subfolders; the output tree mirrors the input."),
+    suffix: Optional[str] = typer.Option(None, "--suffix", help="Appended to output names (default _x{scale}; {scale} is filled in)."),
+    image_format: Optional[options.ImageFormat] = typer.Option(None, "--format", "-f", help="Image output format (default: as the input)."),
+    quality: Optional[int] = typer.Option(None, "--quality", min=1, max=100, help="JPEG/WebP quality (default 95)."),
+    outscale: Optional[float] = typer.Option(None, "--outscale", min=0.01, help="Resize the result to this final factor (e.g. 3 with a x4 model)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Leave existing outputs alone and skip their inputs."),
+    tile: Optional[int] = options.TILE,
+    batch: int = options.BATCH,
+    device: str = options.DEVICE,
+    precision: options.Precision = options.PRECISION,
+    tta: bool = options.TTA,
+    as_json: bool = options.JSON,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary (errors still print)."),
+) -> None:
+    """Upscale images (PNG, JPEG, WebP, BMP, TIFF) and videos; folders and globs too."""
+    if scale is not None and scale not in (2, 3, 4):
+        raise UsageError(f"--scale must be 2, 3 or 4, not {scale}", hint="use --outscale for other final sizes")
+    card = _resolve_card(model, preset, scale, weights_file)
+    final_scale = outscale or card.scale
+    rule = NamingRule(suffix=(suffix if suffix is not None else "_x{scale}").replace("{scale}", f"{final_scale:g}"),
+                      image_format=image_format.value if image_format else None)
+    plan = plan_jobs(inputs, output, rule, recursive, overwrite, skip_existing)
+
+    from ..pipeline import EngineChoice, OutputSettings, load_upscaler, run_jobs
+
+    choice = EngineChoice(device=device, precision=precision.value, tile=tile, batch=batch, tta=tta)
+    settings = OutputSettings(image_format=rule.image_format, quality=quality, outscale=outscale, overwrite=overwrite)
+    with RichReporter(quiet=quiet) as reporter:
+        upscaler = load_upscaler(card, choice, reporter, weights_path=weights_file)
+        for note in upscaler.stats.notes:
+            reporter.note(f"note: {note}")
+        summary = run_jobs(upscaler, plan.jobs, settings, reporter)
+    summary.skipped.extend(plan.skipped)
+    report = _summary_dict(summary, card, upscaler)
+    if as_json:
+        print_json(report)
+    elif not quiet:
+        _print_summary(report)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def _resolve_card(model, preset, scale, weights_file):
+    if weights_file is not None:
+        if model or preset:
+            raise UsageError("--weights cannot be combined with --model or --preset")
+        from ..weights import card_for_file
+
+        card = card_for_file(weights_file)
+        if scale is not None and scale != card.scale:
+            raise UsageError(f"{weights_file.name} is a x{card.scale} model, not x{scale}",
+                             hint=f"drop --scale, or use --outscale {scale}")
+        return card
+    return resolve_model(model, preset.value if preset else None, scale)
+
+
+def _summary_dict(summary, card, upscaler) -> dict:
+    seconds = summary.seconds
+    return {
+        "model": card.id, "arch": card.arch, "scale": card.scale,
+        "device": str(upscaler.device), "precision": upscaler.precision,
+        "tile": upscaler.stats.tile_size, "batch": upscaler.batch, "tta": upscaler.tta,
+        "files": len(summary.done), "failed": [{"input": str(j.source), "error": e.message} for j, e in summary.failed],
+        "skipped": [str(j.source) for j in summary.skipped],
+        "outputs": [str(j.target) for j in summary.done],
+        "megapixels_in": round(summary.megapixels_in, 4), "megapixels_out": round(summary.megapixels_out, 4),
+        "seconds": round(seconds, 3),
+        "megapixels_out_per_second": round(summary.megapixels_out / seconds, 4) if seconds > 0 else None,
+        "fp32_fallbacks": upscaler.stats.fp32_fallbacks,
+    }
+
+
+def _print_summary(report: dict) -> None:
+    done, failed, skipped = report["files"], report["failed"], report["skipped"]
+    tile = "whole image" if not report["tile"] else f"{report['tile']} px"
+    rate = report["megapixels_out_per_second"]
+    stderr.print(f"[bold green]done[/]: {done} file{'s' if done != 1 else ''}"
+                 + (f", {len(skipped)} skipped" if skipped else "")
+                 + (f", [bold red]{len(failed)} failed[/]" if failed else "")
+                 + f" in {report['seconds']:.2f} s")
+    stderr.print(f"  {report['megapixels_in']:.2f} MP in -> {report['megapixels_out']:.2f} MP out"
+                 + (f", {rate:.3f} MP/s" if rate else ""))
+    stderr.print(f"  model {report['model']} ({report['arch']} x{report['scale']}) on {report['device']}, "
+                 f"{report['precision']}, tile {tile}, batch {report['batch']}"
+                 + (", tta" if report["tta"] else ""))
+    if report["fp32_fallbacks"]:
+        stderr.print(f"  {report['fp32_fallbacks']} tile batch(es) recomputed in fp32 after NaN/Inf in half precision")
+    for failure in failed:
+        stderr.print(f"  [red]failed[/]: {failure['input']}: {failure['error']}", markup=True, highlight=False)

@@ -1,0 +1,290 @@
+"""The inference engine: tensors in, tensors out.
+
+Upscaler owns one network and decides, once, the device and precision; then for every batch of
+images it plans tiles, pads them to what the architecture accepts, runs them in batches, guards
+every output against NaN/Inf (recomputing in fp32 when half precision overflowed), and blends the
+tiles back together. It knows nothing of files, terminals or model ids.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .archs._spec import ArchSpec
+from .errors import DeviceError, LightsrError, UsageError
+from .progress import NullReporter, Reporter
+from .tiling import blend_ramp, pick_tile_size, plan_spans
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_SMALLEST_TILE = 32
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' -> CUDA, then MPS, then CPU; an explicit device must exist."""
+    name = (name or "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device '{name}'", hint="use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only torch build" if torch.version.cuda is None else "no visible CUDA GPU"
+            raise DeviceError(f"--device {name} was requested but CUDA is not available ({build})",
+                              hint="use --device cpu, or install a CUDA build of torch on a machine with an NVIDIA GPU")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible",
+                              hint="use --device cuda:0")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise DeviceError("--device mps was requested but Metal is not available", hint="use --device cpu")
+    return device
+
+
+def resolve_precision(requested: str, device: torch.device, spec: ArchSpec) -> tuple[torch.dtype, str | None]:
+    """Pick the compute dtype; returns (dtype, note for the user or None).
+
+    auto: fp32 on CPU; on GPUs fp16 where the architecture is proven safe, else bf16 where safe
+    and supported, else fp32. An explicit half precision the architecture is not safe in is
+    replaced by the safe choice, with a note, rather than risking black or NaN output.
+    """
+    requested = (requested or "auto").lower()
+    if requested not in PRECISIONS:
+        raise UsageError(f"unknown precision '{requested}'", hint=f"choose one of {', '.join(PRECISIONS)}")
+    bf16_ok = spec.bf16_safe and (device.type != "cuda" or torch.cuda.is_bf16_supported())
+    if requested == "fp32" or (requested == "auto" and device.type == "cpu"):
+        return torch.float32, None
+    if requested == "auto":
+        if spec.fp16_safe:
+            return torch.float16, None
+        return (torch.bfloat16, None) if bf16_ok else (torch.float32, None)
+    if requested == "fp16" and not spec.fp16_safe:
+        fallback = torch.bfloat16 if bf16_ok else torch.float32
+        return fallback, f"{spec.name} is not proven safe in fp16; using {_dtype_name(fallback)} instead"
+    if requested == "bf16" and not bf16_ok:
+        return torch.float32, f"{spec.name} is not proven safe in bf16 on this device; using fp32 instead"
+    return _DTYPES[requested], None
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return {v: k for k, v in _DTYPES.items()}[dtype]
+
+
+def _available_host_bytes() -> int:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+@dataclass
+class EngineStats:
+    """What the last calls did, for summaries."""
+
+    tiles: int = 0
+    tile_size: int = 0
+    """LR tile side used last (0 = whole image)."""
+    fp32_fallbacks: int = 0
+    oom_retries: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class Upscaler:
+    """Runs one network on batches of images (N x C x H x W, float32 in [0,1], RGB)."""
+
+    def __init__(self, network: nn.Module, spec: ArchSpec, scale: int, *, device: str = "auto",
+                 precision: str = "auto", tile: int | None = None, batch: int = 1, tta: bool = False) -> None:
+        if batch < 1:
+            raise UsageError(f"--batch must be at least 1, not {batch}")
+        if tile is not None and tile < 0:
+            raise UsageError(f"--tile must be 0 (whole image) or a positive size, not {tile}")
+        self.spec = spec
+        self.scale = scale
+        self.device = resolve_device(device)
+        self.dtype, precision_note = resolve_precision(precision, self.device, spec)
+        self.requested_tile = tile
+        self.batch = batch
+        self.tta = tta
+        self.stats = EngineStats(notes=[precision_note] if precision_note else [])
+        self.channels_last = self.device.type == "cuda"
+        self._network = self._place(network, self.dtype)
+        self._fp32_network: nn.Module | None = self._network if self.dtype == torch.float32 else None
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # tiles have fixed shapes: autotuning pays off
+
+    @property
+    def precision(self) -> str:
+        return _dtype_name(self.dtype)
+
+    def _place(self, network: nn.Module, dtype: torch.dtype) -> nn.Module:
+        network = network.to(self.device, dtype)
+        if self.channels_last:
+            network = network.to(memory_format=torch.channels_last)
+        return network.eval()
+
+    # -- public ---------------------------------------------------------------------------------
+
+    def upscale(self, images: torch.Tensor, reporter: Reporter | None = None) -> torch.Tensor:
+        """N x C x H x W float in [0,1] -> N x C x sH x sW float32 on the CPU (not clamped)."""
+        if images.ndim == 3:
+            return self.upscale(images.unsqueeze(0), reporter)[0]
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise LightsrError(f"expected an N x 3 x H x W RGB batch, got shape {tuple(images.shape)}")
+        reporter = reporter or NullReporter()
+        images = images.detach().to("cpu", torch.float32)
+        if not self.tta:
+            return self._upscale_with_oom_retry(images, reporter)
+        return self._upscale_self_ensemble(images, reporter)
+
+    def auto_tile_size(self, height: int, width: int) -> int:
+        """Tile side for an image (0 = whole image): the whole image whenever it fits in memory."""
+        if self.requested_tile is not None:
+            return self.requested_tile
+        if self.device.type == "cuda":
+            free, _total = torch.cuda.mem_get_info(self.device)
+            budget = int(free * 0.6)
+        else:
+            budget = int(_available_host_bytes() * 0.35)
+        bytes_per_pixel = self.spec.activation_bytes_per_pixel * self.dtype.itemsize / 4 * self.batch
+        max_pixels = int(budget / max(bytes_per_pixel, 1))
+        patch = pick_tile_size(height, width, max_pixels, self.spec.tile_multiple, self._patch_size(_SMALLEST_TILE))
+        return 0 if patch == 0 else max(_SMALLEST_TILE, patch - 2 * self.spec.tile_overlap)
+
+    # -- tiling ---------------------------------------------------------------------------------
+
+    def _upscale_with_oom_retry(self, images: torch.Tensor, reporter: Reporter) -> torch.Tensor:
+        height, width = images.shape[-2:]
+        tile = self.auto_tile_size(height, width)
+        while True:
+            try:
+                return self._upscale_tiled(images, tile, reporter)
+            except Exception as error:  # noqa: BLE001 - only out-of-memory is retried
+                if not _is_out_of_memory(error):
+                    raise
+                smaller = max(_SMALLEST_TILE, (tile or max(height, width)) // 2)
+                if tile and smaller >= tile:
+                    raise LightsrError("out of memory even with the smallest tile size",
+                                       hint="use --device cpu or a smaller --batch") from None
+                self.stats.oom_retries += 1
+                self.stats.notes.append(f"out of memory with tile {tile or 'whole image'}; retrying with tile {smaller}")
+                tile = smaller
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+
+    def _patch_size(self, tile: int) -> int:
+        """Input patch side for a --tile (core) size: the core plus context on both sides, aligned."""
+        if tile <= 0:
+            return 0
+        multiple = max(self.spec.tile_multiple, 1)
+        patch = max(tile + 2 * self.spec.tile_overlap, self.spec.min_size)
+        return math.ceil(patch / multiple) * multiple
+
+    def _upscale_tiled(self, images: torch.Tensor, tile: int, reporter: Reporter) -> torch.Tensor:
+        count, channels, height, width = images.shape
+        patch = self._patch_size(tile)
+        row_spans = plan_spans(height, patch, self.spec.tile_overlap)
+        col_spans = plan_spans(width, patch, self.spec.tile_overlap)
+        tiles = [(r, c) for r in range(len(row_spans)) for c in range(len(col_spans))]
+        self.stats.tile_size = patch if len(tiles) > 1 else 0
+        self.stats.tiles += len(tiles) * count
+        s = self.scale
+        output = torch.zeros(count, channels, height * s, width * s, dtype=torch.float32)
+        single = len(tiles) == 1
+        ramps = {} if single else {(r, c): torch.from_numpy(np.outer(
+            blend_ramp(row_spans, r, s, self.spec.tile_overlap), blend_ramp(col_spans, c, s, self.spec.tile_overlap)))
+                                   for r, c in tiles}
+        jobs = [(n, r, c) for n in range(count) for (r, c) in tiles]
+        progress = reporter.task("tiles", total=len(jobs), unit="tile") if len(jobs) > self.batch else None
+        try:
+            for start in range(0, len(jobs), self.batch):
+                chunk = jobs[start:start + self.batch]
+                crops = torch.stack([images[n, :, row_spans[r].start:row_spans[r].stop,
+                                            col_spans[c].start:col_spans[c].stop] for n, r, c in chunk])
+                results = self._forward_guarded(crops)
+                for (n, r, c), result in zip(chunk, results):
+                    rows, cols = row_spans[r], col_spans[c]
+                    target = (n, slice(None), slice(rows.start * s, rows.stop * s), slice(cols.start * s, cols.stop * s))
+                    if single:
+                        output[target] = result
+                        continue
+                    output[target] += result * ramps[(r, c)]
+                if progress:
+                    progress.advance(len(chunk))
+        finally:
+            if progress:
+                progress.close()
+        return output
+
+    # -- forward --------------------------------------------------------------------------------
+
+    def _padded_size(self, length: int) -> int:
+        multiple = max(self.spec.size_multiple, 1)
+        return max(self.spec.min_size, math.ceil(length / multiple) * multiple)
+
+    def _forward_guarded(self, crops: torch.Tensor) -> torch.Tensor:
+        """One batch of equal-size crops through the network, padded, scaled and NaN-guarded."""
+        height, width = crops.shape[-2:]
+        pad_h, pad_w = self._padded_size(height) - height, self._padded_size(width) - width
+        if pad_h or pad_w:
+            mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+            crops = F.pad(crops, (0, pad_w, 0, pad_h), mode=mode)
+        result = self._forward(self._network, crops, self.dtype)
+        if not torch.isfinite(result).all():
+            if self.dtype == torch.float32:
+                raise LightsrError("the network produced NaN/Inf values in fp32",
+                                   hint="the checkpoint may be damaged: run `lightsr models verify`")
+            self.stats.fp32_fallbacks += 1
+            result = self._forward(self._fp32(), crops, torch.float32)
+        s = self.scale
+        return result[..., : height * s, : width * s]
+
+    def _fp32(self) -> nn.Module:
+        if self._fp32_network is None:
+            self._fp32_network = self._place(copy.deepcopy(self._network), torch.float32)
+        return self._fp32_network
+
+    @torch.inference_mode()
+    def _forward(self, network: nn.Module, crops: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        x = crops.to(self.device, dtype, non_blocking=True).contiguous(memory_format=memory_format)
+        if self.spec.input_range != 1.0:
+            x = x * self.spec.input_range
+        y = network(x).float()
+        if self.spec.input_range != 1.0:
+            y = y / self.spec.input_range
+        return y.to("cpu")
+
+    # -- self-ensemble --------------------------------------------------------------------------
+
+    def _upscale_self_ensemble(self, images: torch.Tensor, reporter: Reporter) -> torch.Tensor:
+        """--tta: average the 8 flips/rotations (each undone) of the upscaled image."""
+        total = None
+        for rotations in range(4):
+            for flip in (False, True):
+                view = torch.rot90(images, rotations, dims=(-2, -1))
+                view = torch.flip(view, dims=(-1,)) if flip else view
+                result = self._upscale_with_oom_retry(view.contiguous(), reporter)
+                result = torch.flip(result, dims=(-1,)) if flip else result
+                result = torch.rot90(result, -rotations, dims=(-2, -1))
+                total = result if total is None else total + result
+        return total / 8

@@ -1,0 +1,234 @@
+"""Read and write images as numpy arrays. No torch.
+
+Arrays are H x W (gray), H x W x 3 (RGB) or H x W x 4 (RGBA), uint8 or uint16, upright (EXIF
+orientation applied), in RGB channel order. Writes go to a temp file beside the target and are
+renamed into place only when complete; without ``overwrite`` an existing file is never replaced.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import InputError, OutputError
+
+IMAGE_EXTENSIONS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".bmp": "bmp",
+                    ".tif": "tiff", ".tiff": "tiff"}
+FORMAT_EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "bmp": ".bmp", "tiff": ".tif"}
+_EIGHT_BIT_ONLY = {"jpeg", "webp", "bmp"}
+
+
+def is_image_path(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def image_format(path: Path) -> str:
+    try:
+        return IMAGE_EXTENSIONS[path.suffix.lower()]
+    except KeyError:
+        raise InputError(f"unsupported image extension '{path.suffix}': {path}",
+                         hint=f"supported: {', '.join(sorted(IMAGE_EXTENSIONS))}") from None
+
+
+# -- reading --------------------------------------------------------------------------------------
+
+def read_image(path: Path) -> np.ndarray:
+    """The image at ``path`` as an upright RGB/RGBA/gray uint8 or uint16 array."""
+    image_format(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a folder, not an image") from None
+    except OSError as error:
+        raise InputError(f"cannot read {path}: {error.strerror or error}") from None
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    if pixels is None or pixels.size == 0:
+        raise InputError(f"cannot decode {path}: the file is empty, truncated or not a valid image",
+                         hint="check that the file opens in an image viewer")
+    pixels = _to_rgb_order(_to_supported_depth(pixels, path))
+    return apply_orientation(pixels, read_exif_orientation(data))
+
+
+def _to_supported_depth(pixels: np.ndarray, path: Path) -> np.ndarray:
+    if pixels.dtype in (np.uint8, np.uint16):
+        return pixels
+    if pixels.dtype in (np.float32, np.float64):  # float TIFF: keep full precision as 16-bit
+        return np.round(np.clip(pixels, 0.0, 1.0) * 65535).astype(np.uint16)
+    raise InputError(f"unsupported pixel type {pixels.dtype} in {path}", hint="convert it to 8- or 16-bit first")
+
+
+def _to_rgb_order(pixels: np.ndarray) -> np.ndarray:
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        return pixels[:, :, 0]
+    if pixels.ndim == 3 and pixels.shape[2] == 3:
+        return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+    if pixels.ndim == 3 and pixels.shape[2] == 4:
+        return cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGBA)
+    return pixels
+
+
+def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """Rotate/flip so that an image with EXIF ``orientation`` (1-8) is upright."""
+    transforms = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1, :],
+        5: lambda a: np.swapaxes(a, 0, 1),
+        6: lambda a: np.swapaxes(a, 0, 1)[:, ::-1],
+        7: lambda a: np.swapaxes(a, 0, 1)[::-1, ::-1],
+        8: lambda a: np.swapaxes(a, 0, 1)[::-1, :],
+    }
+    transform = transforms.get(orientation)
+    return np.ascontiguousarray(transform(pixels)) if transform else pixels
+
+
+def read_exif_orientation(data: bytes) -> int:
+    """EXIF orientation (1-8) from JPEG APP1, PNG eXIf or WebP EXIF data; 1 when absent or unreadable."""
+    try:
+        tiff = _find_exif_tiff(data)
+        return _orientation_from_tiff(tiff) if tiff else 1
+    except (struct.error, IndexError, ValueError):
+        return 1  # damaged metadata must not stop an otherwise good image
+
+
+def _find_exif_tiff(data: bytes) -> bytes | None:
+    if data[:2] == b"\xff\xd8":  # JPEG: walk the segments up to the image data
+        offset = 2
+        while offset + 4 <= len(data) and data[offset] == 0xFF:
+            marker = data[offset + 1]
+            if marker in (0xD9, 0xDA):
+                return None
+            length = struct.unpack(">H", data[offset + 2:offset + 4])[0]
+            segment = data[offset + 4:offset + 2 + length]
+            if marker == 0xE1 and segment.startswith(b"Exif\x00\x00"):
+                return segment[6:]
+            offset += 2 + length
+        return None
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        offset = 8
+        while offset + 8 <= len(data):
+            length, kind = struct.unpack(">I4s", data[offset:offset + 8])
+            if kind == b"eXIf":
+                return data[offset + 8:offset + 8 + length]
+            if kind == b"IDAT":
+                return None
+            offset += 12 + length
+        return None
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        offset = 12
+        while offset + 8 <= len(data):
+            kind, length = struct.unpack("<4sI", data[offset:offset + 8])
+            if kind == b"EXIF":
+                chunk = data[offset + 8:offset + 8 + length]
+                return chunk[6:] if chunk.startswith(b"Exif\x00\x00") else chunk
+            offset += 8 + length + (length & 1)
+    return None
+
+
+def _orientation_from_tiff(tiff: bytes) -> int:
+    endian = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if endian is None:
+        return 1
+    ifd_offset = struct.unpack(endian + "I", tiff[4:8])[0]
+    entries = struct.unpack(endian + "H", tiff[ifd_offset:ifd_offset + 2])[0]
+    for index in range(entries):
+        entry = tiff[ifd_offset + 2 + 12 * index: ifd_offset + 14 + 12 * index]
+        tag, _kind, _count = struct.unpack(endian + "HHI", entry[:8])
+        if tag == 0x0112:
+            value = struct.unpack(endian + "H", entry[8:10])[0]
+            return value if 1 <= value <= 8 else 1
+    return 1
+
+
+# -- writing --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    format: str
+    """One of FORMAT_EXTENSIONS' keys."""
+    quality: int | None = None
+    """JPEG/WebP quality 1-100 (None: 95 for JPEG, lossless 101 for WebP is not used: 95)."""
+
+
+def encode_image(pixels: np.ndarray, options: EncodeOptions) -> bytes:
+    """Encode an RGB/RGBA/gray array; 16-bit data goes to 8-bit only for formats that cannot hold it."""
+    if options.format in _EIGHT_BIT_ONLY and pixels.dtype == np.uint16:
+        pixels = np.round(pixels.astype(np.float32) / 257.0).astype(np.uint8)
+    if options.format == "jpeg" and pixels.ndim == 3 and pixels.shape[2] == 4:
+        pixels = pixels[:, :, :3]  # JPEG has no alpha channel
+    if pixels.ndim == 3 and pixels.shape[2] == 3:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+    elif pixels.ndim == 3 and pixels.shape[2] == 4:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA)
+    params: list[int] = []
+    quality = options.quality if options.quality is not None else 95
+    if options.format == "jpeg":
+        params = [cv2.IMWRITE_JPEG_QUALITY, quality]
+    elif options.format == "webp":
+        params = [cv2.IMWRITE_WEBP_QUALITY, quality]
+    elif options.format == "png":
+        params = [cv2.IMWRITE_PNG_COMPRESSION, 3]
+    ok, buffer = cv2.imencode(FORMAT_EXTENSIONS[options.format], pixels, params)
+    if not ok:
+        raise OutputError(f"could not encode the result as {options.format}")
+    return buffer.tobytes()
+
+
+def write_image(path: Path, pixels: np.ndarray, options: EncodeOptions, overwrite: bool = False) -> None:
+    write_file_atomically(path, encode_image(pixels, options), overwrite)
+
+
+def write_file_atomically(path: Path, data: bytes, overwrite: bool) -> None:
+    """Write to a temp file beside ``path``, then move it into place in one step.
+
+    Without ``overwrite`` the final step is a hard link, which fails rather than replace a file
+    that appeared in the meantime (e.g. another lightsr writing the same output).
+    """
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
+    except OSError as error:
+        raise OutputError(f"cannot write to {folder}: {error.strerror or error}",
+                          hint="choose another output folder with -o") from None
+    temp = Path(temp_name)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        if overwrite:
+            os.replace(temp, path)
+        else:
+            _move_without_overwrite(temp, path)
+    except OutputError:
+        raise
+    except OSError as error:
+        raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _move_without_overwrite(temp: Path, path: Path) -> None:
+    try:
+        os.link(temp, path)
+    except FileExistsError:
+        raise OutputError(f"output exists: {path}", hint="pass --overwrite to replace it or --skip-existing") from None
+    except OSError:  # filesystems without hard links
+        if path.exists():
+            raise OutputError(f"output exists: {path}", hint="pass --overwrite to replace it or --skip-existing") from None
+        os.replace(temp, path)
+
+
+def resize(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize for --outscale: Lanczos when enlarging, area averaging when shrinking."""
+    shrinking = width < pixels.shape[1] or height < pixels.shape[0]
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LANCZOS4
+    resized = cv2.resize(pixels, (width, height), interpolation=interpolation)
+    return resized if resized.ndim == pixels.ndim else resized[:, :, None]

@@ -1,0 +1,223 @@
+"""The one module that knows both media and the engine: jobs in, files out.
+
+Loads a model card's network into an engine, converts pixels (8/16-bit, gray, alpha) to the
+engine's tensors and back, runs image jobs one by one (a bad file is recorded, the rest go on),
+and scores benchmark folders. Progress goes to a Reporter.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import archs, weights
+from .engine import Upscaler
+from .errors import LightsrError
+from .jobs import Job, MediaKind
+from .media import images
+from .progress import NullReporter, Reporter
+from .registry import ModelCard
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """How the user wants inference run (validated by the engine)."""
+
+    device: str = "auto"
+    precision: str = "auto"
+    tile: int | None = None
+    batch: int = 1
+    tta: bool = False
+
+
+def load_upscaler(card: ModelCard, choice: EngineChoice, reporter: Reporter | None = None,
+                  weights_path: Path | None = None) -> Upscaler:
+    """Resolve the card's checkpoint (embedded, cache, mirror or download), build the net, wrap it."""
+    reporter = reporter or NullReporter()
+    path = weights_path or weights.ensure_weights(card, reporter).path
+    state_dict = weights.load_state_dict(path)
+    try:
+        network = archs.build_network(card.arch, card.scale, card.hyperparameters, state_dict)
+    except RuntimeError as error:  # strict load: wrong keys or shapes
+        raise weights.damaged_checkpoint_error(card, path, error) from None
+    return Upscaler(network, archs.get_spec(card.arch), card.scale, device=choice.device,
+                    precision=choice.precision, tile=choice.tile, batch=choice.batch, tta=choice.tta)
+
+
+# -- pixels <-> tensors ---------------------------------------------------------------------------
+
+def _max_value(pixels: np.ndarray) -> float:
+    return 65535.0 if pixels.dtype == np.uint16 else 255.0
+
+
+def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """H x W x 3 uint8/uint16 -> 1 x 3 x H x W float32 in [0,1]."""
+    scaled = rgb.astype(np.float32) / _max_value(rgb)
+    return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))[None]
+
+
+def _to_pixels(tensor: torch.Tensor, dtype: np.dtype) -> np.ndarray:
+    """1 x 3 x H x W float in [0,1] -> H x W x 3 of ``dtype``, rounded and clipped."""
+    maximum = 65535.0 if dtype == np.uint16 else 255.0
+    array = tensor[0].clamp(0, 1).mul(maximum).round().permute(1, 2, 0).numpy()
+    return array.astype(dtype)
+
+
+def upscale_pixels(upscaler: Upscaler, pixels: np.ndarray, reporter: Reporter | None = None) -> np.ndarray:
+    """Upscale a gray, RGB or RGBA uint8/uint16 image; same channels and depth out.
+
+    Gray goes through the network as three equal channels; alpha goes through it as its own gray
+    image (so edges of cut-outs stay sharp) unless it is constant, when it is simply extended.
+    """
+    if pixels.ndim == 2:
+        rgb = np.repeat(pixels[:, :, None], 3, axis=2)
+        result = _to_pixels(upscaler.upscale(_to_tensor(rgb), reporter), pixels.dtype)
+        return np.round(result.astype(np.float32).mean(axis=2)).astype(pixels.dtype)
+    if pixels.shape[2] == 4:
+        color = upscale_pixels(upscaler, np.ascontiguousarray(pixels[:, :, :3]), reporter)
+        alpha = pixels[:, :, 3]
+        if alpha.min() == alpha.max():
+            upscaled_alpha = np.full(color.shape[:2], alpha.flat[0], dtype=pixels.dtype)
+        else:
+            upscaled_alpha = upscale_pixels(upscaler, alpha, reporter)
+        return np.dstack([color, upscaled_alpha])
+    return _to_pixels(upscaler.upscale(_to_tensor(pixels), reporter), pixels.dtype)
+
+
+# -- image jobs ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OutputSettings:
+    image_format: str | None = None
+    quality: int | None = None
+    outscale: float | None = None
+    """Final size factor relative to the input; None keeps the network's scale."""
+    overwrite: bool = False
+
+
+@dataclass
+class RunSummary:
+    done: list[Job] = field(default_factory=list)
+    failed: list[tuple[Job, LightsrError]] = field(default_factory=list)
+    skipped: list[Job] = field(default_factory=list)
+    megapixels_in: float = 0.0
+    megapixels_out: float = 0.0
+    seconds: float = 0.0
+
+
+def run_image_job(upscaler: Upscaler, job: Job, output: OutputSettings, reporter: Reporter) -> tuple[float, float]:
+    """Read, upscale, (resize,) write one image; returns (megapixels in, megapixels out)."""
+    pixels = images.read_image(job.source)
+    result = upscale_pixels(upscaler, pixels, reporter)
+    if output.outscale and output.outscale != upscaler.scale:
+        height, width = pixels.shape[:2]
+        result = images.resize(result, max(1, round(width * output.outscale)), max(1, round(height * output.outscale)))
+    image_format = images.image_format(job.target)
+    images.write_image(job.target, result, images.EncodeOptions(image_format, output.quality), output.overwrite)
+    return pixels.shape[0] * pixels.shape[1] / 1e6, result.shape[0] * result.shape[1] / 1e6
+
+
+def run_jobs(upscaler: Upscaler, jobs: list[Job], output: OutputSettings, reporter: Reporter | None = None,
+             video_runner=None) -> RunSummary:
+    """Run every job; a job that fails is recorded and the others still run."""
+    reporter = reporter or NullReporter()
+    summary = RunSummary()
+    started = time.perf_counter()
+    files = reporter.task("files", total=len(jobs), unit="file") if len(jobs) > 1 else None
+    try:
+        for job in jobs:
+            try:
+                if job.kind is MediaKind.VIDEO:
+                    if video_runner is None:
+                        raise LightsrError(f"video input is not supported here: {job.source}")
+                    mp_in, mp_out = video_runner(upscaler, job, output, reporter)
+                else:
+                    mp_in, mp_out = run_image_job(upscaler, job, output, reporter)
+                summary.megapixels_in += mp_in
+                summary.megapixels_out += mp_out
+                summary.done.append(job)
+            except LightsrError as error:
+                summary.failed.append((job, error))
+                reporter.note(f"error: {job.source}: {error.message}")
+            if files:
+                files.advance()
+    finally:
+        if files:
+            files.close()
+        summary.seconds = time.perf_counter() - started
+    return summary
+
+
+# -- benchmarks ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ImageScore:
+    name: str
+    psnr_y: float
+    ssim_y: float
+
+
+@dataclass(frozen=True)
+class DatasetScore:
+    dataset: str
+    scale: int
+    images: list[ImageScore]
+    seconds: float
+
+    @property
+    def psnr_y(self) -> float:
+        return float(np.mean([s.psnr_y for s in self.images]))
+
+    @property
+    def ssim_y(self) -> float:
+        return float(np.mean([s.ssim_y for s in self.images]))
+
+
+def benchmark_pairs(dataset: Path, scale: int) -> list[tuple[Path, Path]]:
+    """(LR, HR) pairs from DATASET/x<scale>/{LR,HR} (or DATASET/{LR,HR} for a folder of one scale)."""
+    root = dataset / f"x{scale}" if (dataset / f"x{scale}").is_dir() else dataset
+    lr_dir, hr_dir = root / "LR", root / "HR"
+    if not lr_dir.is_dir() or not hr_dir.is_dir():
+        raise LightsrError(f"{dataset} has no x{scale}/LR and x{scale}/HR folders",
+                           hint="lay benchmark pairs out as DATASET/x<scale>/{LR,HR}/<same names>")
+    pairs = [(lr, hr_dir / lr.name) for lr in sorted(lr_dir.iterdir()) if images.is_image_path(lr)]
+    missing = [hr for _, hr in pairs if not hr.is_file()]
+    if missing or not pairs:
+        raise LightsrError(f"{hr_dir} lacks {missing[0].name}" if missing else f"no images in {lr_dir}")
+    return pairs
+
+
+def _as_rgb(pixels: np.ndarray) -> np.ndarray:
+    """Benchmark convention: gray images become three equal channels; alpha is dropped."""
+    if pixels.ndim == 2:
+        return np.repeat(pixels[:, :, None], 3, axis=2)
+    return pixels[:, :, :3]
+
+
+def evaluate(upscaler: Upscaler, dataset: Path, reporter: Reporter | None = None) -> DatasetScore:
+    """PSNR-Y/SSIM-Y (border = scale) of 8-bit outputs against HR, the papers' protocol."""
+    from .metrics import crop_to_match, psnr_y, ssim_y
+
+    reporter = reporter or NullReporter()
+    pairs = benchmark_pairs(dataset, upscaler.scale)
+    scores = []
+    started = time.perf_counter()
+    progress = reporter.task(f"{dataset.name} x{upscaler.scale}", total=len(pairs), unit="image")
+    try:
+        for lr_path, hr_path in pairs:
+            lr = _as_rgb(images.read_image(lr_path))
+            hr = _as_rgb(images.read_image(hr_path))
+            sr = _to_pixels(upscaler.upscale(_to_tensor(lr)), np.uint8)
+            if lr.dtype != np.uint8:
+                raise LightsrError(f"{lr_path} is not 8-bit", hint="benchmarks are scored on 8-bit images")
+            hr = crop_to_match(hr, sr)
+            border = upscaler.scale
+            scores.append(ImageScore(lr_path.name, psnr_y(sr, hr, border), ssim_y(sr, hr, border)))
+            progress.advance()
+    finally:
+        progress.close()
+    return DatasetScore(dataset.name, upscaler.scale, scores, time.perf_counter() - started)

@@ -1,0 +1,95 @@
+"""Pure arithmetic for tiled inference: where tiles go and how their outputs are blended.
+
+Tiles along an axis all have the same length (so they batch together and keep kernel shapes
+fixed) and overlap by at least ``2 * context`` pixels. Inside an overlap, the two tiles' outputs
+are cross-faded with linear ramps centred in the overlap, so the pixels nearest a tile's cut edge
+(where the network saw the least context) get no weight and no seam can form along tile lines.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Span:
+    """A half-open interval [start, stop) along one axis, in input pixels."""
+
+    start: int
+    stop: int
+
+    @property
+    def length(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass(frozen=True)
+class Tile:
+    rows: Span
+    cols: Span
+
+
+def plan_spans(length: int, tile: int, context: int) -> list[Span]:
+    """Equal-length spans covering [0, length) with overlaps of at least 2 * context.
+
+    ``tile`` <= 0 or >= length gives one span over the whole axis.
+    """
+    if tile <= 0 or tile >= length:
+        return [Span(0, length)]
+    overlap = min(2 * context, tile - 1)
+    stride = tile - overlap
+    count = math.ceil((length - overlap) / stride)
+    if count <= 1:
+        return [Span(0, length)]
+    # Spread the tiles evenly so the last one ends exactly at the border (overlaps grow a little).
+    starts = [round(i * (length - tile) / (count - 1)) for i in range(count)]
+    return [Span(start, start + tile) for start in starts]
+
+
+def plan_tiles(height: int, width: int, tile: int, context: int) -> list[Tile]:
+    return [Tile(rows, cols) for rows in plan_spans(height, tile, context) for cols in plan_spans(width, tile, context)]
+
+
+def blend_ramp(spans: list[Span], index: int, scale: int, context: int) -> np.ndarray:
+    """1-D blending weights (output resolution) of span ``index`` among its neighbours.
+
+    Each overlap is cross-faded over a band of (at most) ``2 * context`` input pixels centred in
+    it: the tile's weight is 1 before the band, falls linearly to 0 across it, and is 0 beyond,
+    where the neighbour (with the mirror-image ramp) takes over. A tile's pixels next to its cut
+    edge thus weigh (almost) nothing, and in every overlap the two weights sum to one.
+    """
+    span = spans[index]
+    positions = span.start * scale + np.arange(span.length * scale, dtype=np.float64) + 0.5
+    weights = np.ones(positions.shape, dtype=np.float64)
+    if index > 0:
+        centre, half = _fade_band(spans[index - 1], span, scale, context)
+        weights = np.minimum(weights, np.clip((positions - (centre - half)) / (2 * half), 0.0, 1.0))
+    if index < len(spans) - 1:
+        centre, half = _fade_band(span, spans[index + 1], scale, context)
+        weights = np.minimum(weights, np.clip(((centre + half) - positions) / (2 * half), 0.0, 1.0))
+    return weights.astype(np.float32)
+
+
+def _fade_band(left: Span, right: Span, scale: int, context: int) -> tuple[float, float]:
+    """Centre and half-width (output pixels) of the cross-fade between two overlapping spans.
+
+    The half-width is also kept within half the stride, so a tile's two fade bands (towards its
+    previous and its next neighbour) never intersect, even when tiles are packed closely.
+    """
+    overlap = left.stop - right.start
+    stride = right.start - left.start
+    centre = (right.start + left.stop) / 2 * scale
+    half = max(min(context, overlap / 2, stride / 2), 0.5) * scale
+    return centre, half
+
+
+def pick_tile_size(height: int, width: int, max_pixels: int, multiple: int, minimum: int) -> int:
+    """Largest square tile (a multiple of ``multiple``) within ``max_pixels``; 0 when the whole image fits."""
+    if height * width <= max_pixels:
+        return 0
+    side = int(math.isqrt(max(max_pixels, 1)))
+    side = max(minimum, side - side % max(multiple, 1))
+    return side

@@ -1,0 +1,48 @@
+"""Tile planning and blend weights: full coverage, equal sizes, overlaps, weights summing to one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lightsr_cli.tiling import blend_ramp, pick_tile_size, plan_spans
+
+
+@pytest.mark.parametrize("length", [1, 15, 64, 65, 97, 250, 511, 1000])
+@pytest.mark.parametrize("patch,context", [(32, 4), (64, 16), (80, 8), (96, 16), (200, 32)])
+def test_spans_cover_axis_with_equal_lengths_and_enough_overlap(length, patch, context):
+    spans = plan_spans(length, patch, context)
+    assert spans[0].start == 0 and spans[-1].stop == length
+    if len(spans) > 1:
+        assert {s.length for s in spans} == {patch}
+        for left, right in zip(spans, spans[1:]):
+            assert left.stop - right.start >= min(2 * context, patch - 1)
+            assert right.start > left.start
+    else:
+        assert spans[0].length == length
+
+
+@pytest.mark.parametrize("length,patch,context,scale", [(250, 64, 16, 4), (97, 40, 8, 2), (1000, 96, 16, 3), (65, 64, 1, 4)])
+def test_blend_weights_sum_to_one_everywhere(length, patch, context, scale):
+    spans = plan_spans(length, patch, context)
+    total = np.zeros(length * scale)
+    for index, span in enumerate(spans):
+        ramp = blend_ramp(spans, index, scale, context)
+        assert ramp.min() >= 0 and ramp.max() <= 1
+        total[span.start * scale: span.stop * scale] += ramp
+    np.testing.assert_allclose(total, 1.0, atol=1e-6)
+
+
+def test_blend_weights_fade_towards_cut_edges():
+    spans = plan_spans(300, 96, 16)
+    middle = blend_ramp(spans, 1, 4, 16)
+    # (Almost) no weight at a cut edge, rising across the overlap; full weight in the middle.
+    assert middle[:4].max() < 0.02 and middle[-4:].max() < 0.02 and middle[len(middle) // 2] == 1
+    assert np.all(np.diff(middle[: len(middle) // 2]) >= 0)
+
+
+def test_pick_tile_size_uses_whole_image_when_it_fits():
+    assert pick_tile_size(500, 400, 500 * 400, 8, 32) == 0
+    side = pick_tile_size(500, 400, 100 * 100, 8, 32)
+    assert side == 96 and side % 8 == 0
+    assert pick_tile_size(500, 400, 10, 8, 32) == 32

@@ -1,0 +1,709 @@
+"""lightsr_cli.weights: resolution order, downloads under faults, the cache, safe loading, detection."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import re
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightsr_cli import weights
+from lightsr_cli.archs import ARCH_MODULES, get_spec
+from lightsr_cli.errors import ModelError, WeightsError
+from lightsr_cli.registry import CARDS, ModelCard, get_card
+from lightsr_cli.settings import Settings, read_settings
+from lightsr_cli.weights import (DownloadPolicy, cached_status, card_for_file, convert_to_safetensors,
+                                 detect_checkpoint, download_file, ensure_weights, file_digest, load_state_dict,
+                                 remove_cached, verify_cached)
+
+from .conftest import REPO_ROOT, SHARED_DIR
+from .weights_server import Fault, WeightsServer
+
+FAST = DownloadPolicy(attempts=3, timeout=0.3, backoff=0.01, max_backoff=0.02, retry_budget=5, lock_timeout=10)
+CARD_ID = "plainusr-m-x2"  # 615 kB, not embedded: every test card goes through the cache
+
+
+class RecordingReporter:
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+        self.tasks: list[dict] = []
+
+    def task(self, description, total, unit=""):
+        record = {"description": description, "total": total, "unit": unit, "advanced": 0, "closed": False}
+        self.tasks.append(record)
+
+        class Task:
+            def advance(self, amount=1):
+                record["advanced"] += amount
+
+            def close(self):
+                record["closed"] = True
+
+        return Task()
+
+    def note(self, message):
+        self.notes.append(message)
+
+
+# -- fixtures and helpers ---------------------------------------------------------------------------
+
+@pytest.fixture
+def server(official_weights):
+    with WeightsServer(official_weights) as running:
+        yield running
+
+
+@pytest.fixture
+def cache_dir() -> Path:
+    return Path(os.environ["LIGHTSR_CACHE_DIR"])
+
+
+def settings_for(cache_dir: Path, mirror: str | None = None, offline: bool = False) -> Settings:
+    return Settings(cache_dir=cache_dir, weights_mirror=mirror, offline=offline)
+
+
+def served(server: WeightsServer, card_id: str = CARD_ID, **checkpoint_changes) -> ModelCard:
+    """The registry card with its official URL pointed at the loopback server (never the internet)."""
+    card = get_card(card_id)
+    checkpoint = replace(card.checkpoint, url=server.url_for(card.mirror_path), **checkpoint_changes)
+    return replace(card, checkpoint=checkpoint)
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def leftovers(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.name.endswith((".part", ".tmp"))]
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a URL fails the test."""
+    import urllib.request
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network used: {args[0]!r}")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+
+
+# -- resolution through mirrors and the official URL ------------------------------------------------
+
+def test_http_mirror_download_then_warm_cache(server, cache_dir, monkeypatch):
+    monkeypatch.setenv("LIGHTSR_WEIGHTS_MIRROR", server.url)
+    card = get_card(CARD_ID)
+    card = replace(card, checkpoint=replace(card.checkpoint, url="http://127.0.0.1:9/never-used"))
+    reporter = RecordingReporter()
+
+    resolved = ensure_weights(card, reporter, policy=FAST)
+
+    assert (resolved.source, resolved.pinned) == ("mirror", True)
+    assert resolved.path == read_settings().cache_dir / card.mirror_path
+    assert sha256_of(resolved.path) == card.checkpoint.sha256
+    assert reporter.tasks == [{"description": f"downloading {card.checkpoint.filename}",
+                               "total": card.checkpoint.size, "unit": "B",
+                               "advanced": card.checkpoint.size, "closed": True}]
+    again = ensure_weights(card, policy=FAST)
+    assert again.source == "cache" and again.path == resolved.path
+    assert len(server.requests) == 1
+    assert os.fspath(resolved) == str(resolved.path)  # usable wherever a path is
+    assert leftovers(cache_dir) == []
+
+
+@pytest.mark.parametrize("as_url", [False, True], ids=["folder", "file-url"])
+def test_folder_mirror_copies_into_cache(official_weights, cache_dir, as_url):
+    mirror = official_weights.resolve().as_uri() if as_url else str(official_weights)
+    card = get_card("emt-x2")
+    resolved = ensure_weights(card, settings=settings_for(cache_dir, mirror=mirror), policy=FAST)
+    assert resolved.source == "mirror"
+    assert sha256_of(resolved.path) == card.checkpoint.sha256
+    assert resolved.path.stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def test_mirror_without_the_file_falls_back_to_official_url(server, cache_dir, tmp_path):
+    empty_mirror = tmp_path / "mirror"
+    empty_mirror.mkdir()
+    reporter = RecordingReporter()
+    resolved = ensure_weights(served(server), reporter, settings_for(cache_dir, mirror=str(empty_mirror)), policy=FAST)
+    assert resolved.source == "download"
+    assert any("is not on the mirror" in note for note in reporter.notes)
+
+
+def test_broken_http_mirror_falls_back_to_official_url(server, cache_dir):
+    server.script(Fault.NOT_FOUND)
+    reporter = RecordingReporter()
+    resolved = ensure_weights(served(server), reporter, settings_for(cache_dir, mirror=server.url), policy=FAST)
+    assert resolved.source == "download"
+    assert any("HTTP 404" in note and "trying the official URL" in note for note in reporter.notes)
+
+
+def test_mirror_that_is_not_a_folder_is_a_clear_error(cache_dir, tmp_path):
+    with pytest.raises(WeightsError) as caught:
+        ensure_weights(get_card(CARD_ID), settings=settings_for(cache_dir, mirror=str(tmp_path / "nope")))
+    assert "is not a folder" in caught.value.message and "<ARCH>/<file>" in caught.value.hint
+
+
+# -- download faults --------------------------------------------------------------------------------
+
+def test_corrupted_body_is_rejected_and_nothing_is_kept(server, cache_dir):
+    server.default = Fault.CORRUPT_BODY
+    card = served(server)
+    with pytest.raises(WeightsError) as caught:
+        ensure_weights(card, settings=settings_for(cache_dir), policy=FAST)
+    assert "is not the expected file (sha256" in caught.value.message
+    assert "nothing was saved" in caught.value.message
+    assert not weights.cache_path(card, settings_for(cache_dir)).exists()
+    assert leftovers(cache_dir) == []
+    assert len(server.requests) == 1  # a complete but wrong file is not fetched again
+
+
+def test_dropped_connection_resumes_with_range(server, cache_dir):
+    server.script(Fault.DROP_MID_BODY)
+    card = served(server)
+    resolved = ensure_weights(card, settings=settings_for(cache_dir), policy=FAST)
+    first, second = server.requests
+    half = card.checkpoint.size // 2
+    assert (first.range, first.status) == (None, 200)
+    assert (second.range, second.status) == (f"bytes={half}-", 206)
+    assert sha256_of(resolved.path) == card.checkpoint.sha256
+    assert leftovers(cache_dir) == []
+
+
+def test_dropped_connection_every_time_gives_up_cleanly(server, cache_dir):
+    server.default = Fault.DROP_MID_BODY
+    card = served(server)
+    with pytest.raises(WeightsError) as caught:
+        ensure_weights(card, settings=settings_for(cache_dir), policy=FAST)
+    assert "connection closed after" in caught.value.message
+    assert caught.value.message.endswith("; gave up after 3 attempts")
+    assert "LIGHTSR_WEIGHTS_MIRROR" in caught.value.hint and "LIGHTSR_OFFLINE" in caught.value.hint
+    assert len(server.requests) == 3
+    assert not weights.cache_path(card, settings_for(cache_dir)).exists()
+    assert leftovers(cache_dir) == []
+
+
+def test_too_long_content_length_without_a_pinned_size_is_a_truncated_transfer(server, cache_dir):
+    server.script(Fault.LONG_LENGTH)
+    card = served(server, size=None)  # only the sha256 is known
+    resolved = ensure_weights(card, settings=settings_for(cache_dir), policy=FAST)
+    assert sha256_of(resolved.path) == card.checkpoint.sha256
+    # the resume offset is the end of the real file: the server answers with the whole file again
+    assert [(r.status, r.range) for r in server.requests] == [(200, None), (200, "bytes=615486-")]
+
+
+@pytest.mark.parametrize("fault, announced", [(Fault.SHORT_LENGTH, 614486), (Fault.LONG_LENGTH, 616486)])
+def test_wrong_announced_size_fails_at_once(server, cache_dir, fault, announced):
+    server.default = fault
+    with pytest.raises(WeightsError) as caught:
+        ensure_weights(served(server), settings=settings_for(cache_dir), policy=FAST)
+    assert f"announces {announced} bytes but the file has 615486" in caught.value.message
+    assert "different bytes" in caught.value.hint
+    assert len(server.requests) == 1 and leftovers(cache_dir) == []
+
+
+def test_short_body_without_a_pinned_size_fails_its_hash(server, cache_dir):
+    server.default = Fault.SHORT_LENGTH
+    with pytest.raises(WeightsError) as caught:
+        ensure_weights(served(server, size=None), settings=settings_for(cache_dir), policy=FAST)
+    assert "is not the expected file (sha256" in caught.value.message
+    assert leftovers(cache_dir) == []
+
+
+def test_404_is_final_with_a_hint(server, cache_dir):
+    card = served(server)
+    card = replace(card, checkpoint=replace(card.checkpoint, url=server.url_for("PlainUSR/missing.pth")))
+    with pytest.raises(WeightsError) as caught:
+        ensure_weights(card, settings=settings_for(cache_dir), policy=FAST)
+    assert caught.value.message.endswith("HTTP 404 Not Found")
+    assert "no file at that address" in caught.value.hint and "<ARCH>/<file>" in caught.value.hint
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("fault", [Fault.ERROR_500, Fault.ERROR_503_RETRY_AFTER])
+def test_server_error_then_success(server, cache_dir, fault):
+    server.script(fault)
+    card = served(server)
+    resolved = ensure_weights(card, settings=settings_for(cache_dir), policy=FAST)
+    assert sha256_of(resolved.path) == card.checkpoint.sha256
+    assert [r.status for r in server.requests] == [fault is Fault.ERROR_500 and 500 or 503, 200]
+
+
+def test_stalled_server_times_out_in_bounded_time(server, cache_dir):
+    server.default = Fault.STALL
+    started = time.monotonic()
+    with pytest.raises(WeightsError) as caught:
+        ensure_weights(served(server), settings=settings_for(cache_dir),
+                       policy=replace(FAST, attempts=2))
+    assert time.monotonic() - started < 2.0
+    assert caught.value.message.endswith(": no data for 0.3 s; gave up after 2 attempts")
+    assert leftovers(cache_dir) == []
+
+
+def test_stall_mid_body_resumes(server, cache_dir):
+    server.script(Fault.STALL_MID_BODY)
+    card = served(server)
+    resolved = ensure_weights(card, settings=settings_for(cache_dir), policy=FAST)
+    assert sha256_of(resolved.path) == card.checkpoint.sha256
+    resumed_at = int(server.requests[1].range.removeprefix("bytes=").removesuffix("-"))
+    assert 0 < resumed_at <= card.checkpoint.size // 2  # whatever arrived before the stall was kept
+
+
+@pytest.mark.parametrize("ranges", ["absent", "ignored"])
+def test_server_without_range_support_still_gives_a_correct_file(official_weights, cache_dir, ranges):
+    with WeightsServer(official_weights, ranges=ranges) as server:
+        server.script(Fault.DROP_MID_BODY)
+        card = served(server)
+        resolved = ensure_weights(card, settings=settings_for(cache_dir), policy=FAST)
+        assert sha256_of(resolved.path) == card.checkpoint.sha256
+        assert [r.status for r in server.requests] == [200, 200]
+        # Without Accept-Ranges we do not even ask; when it is advertised but ignored we restart from zero.
+        assert server.requests[1].range == (None if ranges == "absent" else f"bytes={card.checkpoint.size // 2}-")
+
+
+def test_resumed_file_that_fails_its_hash_is_fetched_whole_once_more(server, cache_dir):
+    server.script(Fault.DROP_MID_BODY, Fault.CORRUPT_BODY)
+    card = served(server)
+    resolved = ensure_weights(card, settings=settings_for(cache_dir), policy=FAST)
+    assert sha256_of(resolved.path) == card.checkpoint.sha256
+    assert [(r.status, r.range is None) for r in server.requests] == [(200, True), (206, False), (200, True)]
+
+
+# -- concurrency ------------------------------------------------------------------------------------
+
+def test_two_threads_one_download(server, cache_dir):
+    server.default = Fault.THROTTLE
+    card = served(server)
+    settings = settings_for(cache_dir)
+    results: list = []
+    start = threading.Barrier(2)
+
+    def fetch():
+        start.wait()
+        results.append(ensure_weights(card, settings=settings, policy=FAST))
+
+    threads = [threading.Thread(target=fetch) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert len(server.requests) == 1
+    assert sorted(r.source for r in results) == ["cache", "download"]
+    assert results[0].path == results[1].path
+    assert sha256_of(results[0].path) == card.checkpoint.sha256
+
+
+def test_two_processes_one_download(server, cache_dir):
+    server.default = Fault.THROTTLE
+    env = {**os.environ, "LIGHTSR_CACHE_DIR": str(cache_dir), "LIGHTSR_WEIGHTS_MIRROR": server.url,
+           "PYTHONPATH": str(REPO_ROOT)}
+    code = ("from lightsr_cli.registry import get_card; from lightsr_cli.weights import ensure_weights; "
+            f"print(ensure_weights(get_card({CARD_ID!r})).source)")
+    processes = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+    sources = sorted(process.communicate(timeout=60)[0].strip() for process in processes)
+    assert all(process.returncode == 0 for process in processes)
+    assert sources == ["cache", "mirror"]
+    assert len(server.requests) == 1
+    assert sha256_of(cache_dir / get_card(CARD_ID).mirror_path) == get_card(CARD_ID).checkpoint.sha256
+
+
+def test_lock_held_too_long_is_a_clear_error(cache_dir):
+    card = get_card(CARD_ID)
+    target = weights.cache_path(card, settings_for(cache_dir))
+    with weights.file_lock(target):
+        with pytest.raises(WeightsError) as caught:
+            ensure_weights(card, settings=settings_for(cache_dir, mirror=str(cache_dir)),
+                           policy=replace(FAST, lock_timeout=0.2))
+    assert "another lightsr process" in caught.value.message
+
+
+# -- the cache --------------------------------------------------------------------------------------
+
+def test_warm_start_does_not_rehash(server, cache_dir, monkeypatch):
+    card = served(server)
+    ensure_weights(card, settings=settings_for(cache_dir), policy=FAST)
+    monkeypatch.setattr(weights, "file_digest", lambda *a, **k: pytest.fail("rehashed a verified file"))
+    assert ensure_weights(card, settings=settings_for(cache_dir), policy=FAST).source == "cache"
+    assert cached_status(card, settings_for(cache_dir)) == "cached"
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_cached_file_damaged_later_is_downloaded_again(server, cache_dir, damage):
+    card = served(server)
+    path = ensure_weights(card, settings=settings_for(cache_dir), policy=FAST).path
+    data = bytearray(path.read_bytes())
+    if damage == "flip":
+        data[1000] ^= 0xFF
+        path.write_bytes(bytes(data))
+        stat = path.stat()  # make sure the edit shows in mtime even on coarse-clock filesystems
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    else:
+        path.write_bytes(bytes(data[:1000]))
+    assert cached_status(card, settings_for(cache_dir)) == "corrupt"
+    reporter = RecordingReporter()
+    resolved = ensure_weights(card, reporter, settings_for(cache_dir), policy=FAST)
+    assert resolved.source == "download"
+    assert any("does not match its sha256" in note for note in reporter.notes)
+    assert sha256_of(path) == card.checkpoint.sha256
+    assert len(server.requests) == 2
+
+
+def test_verify_and_remove(server, cache_dir):
+    card = served(server)
+    settings = settings_for(cache_dir)
+    assert verify_cached(card, settings) == "missing" and cached_status(card, settings) == "missing"
+    path = ensure_weights(card, settings=settings, policy=FAST).path
+    assert verify_cached(card, settings) == "ok"
+    # same size, same mtime: only a full rehash (verify) can see it
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    data[5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert verify_cached(card, settings) == "mismatch"
+    assert cached_status(card, settings) == "corrupt"  # verify dropped the remembered result
+    assert remove_cached(card, settings) is True
+    assert not path.exists() and not Path(str(path) + ".verified").exists()
+    assert remove_cached(card, settings) is False
+
+
+def test_offline_with_missing_file_names_the_file_and_touches_no_network(server, cache_dir, monkeypatch,
+                                                                         no_network):
+    monkeypatch.setenv("LIGHTSR_OFFLINE", "1")
+    monkeypatch.setenv("LIGHTSR_WEIGHTS_MIRROR", server.url)
+    card = served(server)
+    with pytest.raises(WeightsError) as caught:
+        ensure_weights(card, policy=FAST)
+    error = caught.value
+    assert error.message.startswith("plainusr-m-x2 needs PlainUSRM_Rep_x2.pth: it is not in the cache "
+                                    "and LIGHTSR_OFFLINE is set (LIGHTSR_WEIGHTS_MIRROR=http")
+    assert "offline mode does not use" in error.message
+    assert str(cache_dir / "PlainUSR" / "PlainUSRM_Rep_x2.pth") in error.hint
+    assert "LIGHTSR_WEIGHTS_MIRROR" in error.hint and "lightsr models download plainusr-m-x2" in error.hint
+    assert server.requests == []
+    assert not any(cache_dir.iterdir())  # nothing written either
+
+
+def test_offline_with_a_folder_mirror_works(official_weights, cache_dir, monkeypatch):
+    monkeypatch.setenv("LIGHTSR_OFFLINE", "1")
+    monkeypatch.setenv("LIGHTSR_WEIGHTS_MIRROR", str(official_weights))
+    assert ensure_weights(get_card(CARD_ID), policy=FAST).source == "mirror"
+
+
+# -- hashes other than sha256 -----------------------------------------------------------------------
+
+def git_blob_id(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+@pytest.mark.parametrize("size_known", [True, False])
+def test_git_blob_pinned_download(server, cache_dir, official_weights, size_known):
+    card = get_card(CARD_ID)
+    data = (official_weights / card.mirror_path).read_bytes()
+    pinned = served(server, sha256=None, git_blob_sha1=git_blob_id(data), size=len(data) if size_known else None)
+    resolved = ensure_weights(pinned, settings=settings_for(cache_dir), policy=FAST)
+    assert resolved.pinned and resolved.path.read_bytes() == data
+    assert file_digest(resolved.path, git_blob=True).git_blob_sha1 == git_blob_id(data)
+
+    wrong = served(server, sha256=None, git_blob_sha1="0" * 40, size=None)
+    with pytest.raises(WeightsError) as caught:
+        download_file(wrong.checkpoint.url, cache_dir / "other.pth", git_blob_sha1="0" * 40, policy=FAST)
+    assert "git blob id" in caught.value.message
+    assert not (cache_dir / "other.pth").exists()
+
+
+def test_git_blob_id_without_a_known_size_is_computed_from_the_file(tmp_path):
+    data = b"weights" * 1000
+    path = tmp_path / "blob.bin"
+    path.write_bytes(data)
+    hasher = weights._Hasher(None, git_blob=True)  # a response without Content-Length
+    hasher.update(data)
+    assert hasher.finish(rehash_from=path).git_blob_sha1 == git_blob_id(data)
+
+
+def test_unpinned_download_is_kept_and_reported(server, cache_dir):
+    card = served(server, sha256=None, size=None, git_blob_sha1=None)
+    reporter = RecordingReporter()
+    resolved = ensure_weights(card, reporter, settings_for(cache_dir), policy=FAST)
+    assert (resolved.source, resolved.pinned) == ("download", False)
+    assert any("no published checksum" in note for note in reporter.notes)
+    assert verify_cached(card, settings_for(cache_dir)) == "unpinned"
+    assert ensure_weights(card, settings=settings_for(cache_dir), policy=FAST).source == "cache"
+    # the hash recorded at download time still catches a later change
+    resolved.path.write_bytes(b"changed")
+    assert cached_status(card, settings_for(cache_dir)) == "corrupt"
+
+
+# -- embedded checkpoints ---------------------------------------------------------------------------
+
+def test_embedded_bsrn_x4_resolves_offline_and_loads(monkeypatch, no_network):
+    monkeypatch.setenv("LIGHTSR_OFFLINE", "1")
+    card = get_card("bsrn-x4")
+    resolved = ensure_weights(card)
+    assert (resolved.source, resolved.pinned) == ("embedded", True)
+    assert resolved.path.name == "bsrn-x4.safetensors"
+    header, _ = weights.read_safetensors_header(resolved.path)
+    assert header["__metadata__"]["upstream_sha256"] == card.checkpoint.sha256
+    state_dict = load_state_dict(resolved)
+    assert len(state_dict) == 346
+    assert cached_status(card) == "embedded"
+    pytest.importorskip(ARCH_MODULES["BSRN"])
+    assert detect_checkpoint(state_dict) == ("BSRN", {"scale": 4, **card.hyperparameters})
+
+
+@pytest.mark.parametrize("card", [c for c in CARDS if c.redistributable and c.arch == "BSRN"], ids=lambda c: c.id)
+def test_every_embedded_file_matches_its_official_checkpoint(card, official_weights):
+    shipped = weights.embedded_path(card)
+    assert shipped is not None and weights._embedded_problem(shipped, card) is None
+    official = load_state_dict(official_weights / card.mirror_path)
+    embedded = load_state_dict(shipped)
+    assert official.keys() == embedded.keys()
+    assert all(torch.equal(official[k], embedded[k]) for k in official)
+    pytest.importorskip(ARCH_MODULES["BSRN"])
+    from lightsr_cli.archs import build_network
+
+    build_network(card.arch, card.scale, card.hyperparameters, embedded)  # strict load
+
+
+def test_no_unlicensed_model_is_embedded():
+    folder = weights.embedded_dir()
+    shipped = {p.name.removesuffix(".safetensors") for p in folder.glob("*.safetensors")}
+    assert shipped == {"bsrn-x2", "bsrn-x3", "bsrn-x4", "bsrn-s-x4"}
+    assert all(get_card(model_id).redistributable for model_id in shipped)
+
+
+def test_damaged_embedded_file_is_skipped(server, cache_dir, tmp_path, monkeypatch):
+    (tmp_path / "bsrn-x4.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
+    monkeypatch.setattr(weights, "embedded_dir", lambda: tmp_path)
+    reporter = RecordingReporter()
+    resolved = ensure_weights(served(server, "bsrn-x4"), reporter, settings_for(cache_dir), policy=FAST)
+    assert resolved.source == "download"
+    assert any("shipped with lightsr" in note for note in reporter.notes)
+
+
+# -- safe loading -----------------------------------------------------------------------------------
+
+class _Marker:
+    """Unpickling this would create a file: the proof that pickled code ran."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_malicious_pickle_is_refused(tmp_path, zip_format):
+    marker = tmp_path / "pwned"
+    checkpoint = tmp_path / "evil.pth"
+    torch.save({"params": {"w": torch.zeros(2)}, "payload": _Marker(marker)}, checkpoint,
+               _use_new_zipfile_serialization=zip_format)
+    with pytest.raises(WeightsError) as caught:
+        load_state_dict(checkpoint)
+    assert re.search(r"contains pickled Python code \(it calls (builtins|io)\.open\), which lightsr refuses to run",
+                     caught.value.message)
+    assert "weights_only=False" in caught.value.hint and "safetensors" in caught.value.hint
+    assert not marker.exists()
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_plain_pickle_is_not_a_checkpoint(tmp_path):
+    path = tmp_path / "plain.pkl"
+    path.write_bytes(pickle.dumps({"w": [1.0, 2.0]}, protocol=4))
+    with pytest.raises(WeightsError, match=r"plain.pkl is not a readable checkpoint \(Unsupported operand"):
+        load_state_dict(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", "truncated-zip", "truncated-safetensors"])
+def test_damaged_files_are_clear_errors(tmp_path, official_weights, content):
+    source = (official_weights / "BSRN" / "net_g_BSRN_x4.pth").read_bytes()
+    name = "x.safetensors" if content == "truncated-safetensors" else "x.pth"
+    if content == "truncated-zip":
+        content = source[: len(source) // 2]
+    elif content == "truncated-safetensors":
+        content = (REPO_ROOT / "weights" / "bsrn-x4.safetensors").read_bytes()[:-100]
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(WeightsError) as caught:
+        load_state_dict(path)
+    assert caught.value.message.startswith(f"{name} is not a readable checkpoint (")
+    assert "download or copy it again" in caught.value.hint
+
+
+def test_missing_file_and_non_state_dicts(tmp_path):
+    with pytest.raises(WeightsError, match="does not exist"):
+        load_state_dict(tmp_path / "absent.pth")
+    torch.save([torch.zeros(1)], tmp_path / "list.pth")
+    with pytest.raises(WeightsError, match="holds a list, not a state dict"):
+        load_state_dict(tmp_path / "list.pth")
+    torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "meta.pth")
+    with pytest.raises(WeightsError, match=r"contains no tensors \(top-level keys: epoch, lr\)"):
+        load_state_dict(tmp_path / "meta.pth")
+
+
+def _containers(state_dict: dict) -> dict:
+    """The same weights the ways training code saves them."""
+    decoy = {k: torch.zeros_like(v) for k, v in state_dict.items()}
+    return {
+        "plain": state_dict,
+        "params": {"params": state_dict},
+        "params_ema preferred": {"params": decoy, "params_ema": state_dict},
+        "lightning": {"epoch": 7, "state_dict": {f"model.{k}": v for k, v in state_dict.items()}},
+        "dataparallel": {f"module.{k}": v for k, v in state_dict.items()},
+        "model": {"model": state_dict, "optimizer": {"lr": 1.0}},
+        "net": {"net": {f"module.{k}": v for k, v in state_dict.items()}},
+        "generator": {"generator": state_dict, "discriminator": decoy},
+    }
+
+
+def test_load_state_dict_unwraps_containers(tmp_path):
+    reference = {"head.weight": torch.randn(4, 3, 3, 3), "head.bias": torch.randn(4), "tail.0.weight": torch.randn(12, 4)}
+    for label, container in _containers(reference).items():
+        path = tmp_path / f"{label}.pth"
+        torch.save(container, path)
+        loaded = load_state_dict(path)
+        assert loaded.keys() == reference.keys(), label
+        assert all(torch.equal(loaded[k], reference[k]) for k in reference), label
+    from safetensors.torch import save_file
+
+    save_file({f"module.{k}": v.contiguous() for k, v in reference.items()}, tmp_path / "s.safetensors")
+    assert load_state_dict(tmp_path / "s.safetensors").keys() == reference.keys()
+
+
+# -- architecture detection -------------------------------------------------------------------------
+
+OFFICIAL_FILES = sorted(p.relative_to(SHARED_DIR / "weights" / "official")
+                        for p in (SHARED_DIR / "weights" / "official").glob("*/*")) if SHARED_DIR else []
+CARD_BY_FILE = {card.mirror_path: card for card in CARDS}
+
+
+def _assert_matches_card(arch: str, detected: dict, card: ModelCard) -> None:
+    """Same family and scale, and the detected hyperparameters build the card's network, tensor for tensor
+    (values that leave no trace in the weights, like PlainUSR-ultra's unused attn_feat, may differ)."""
+    assert arch == card.arch
+    assert detected["scale"] in (card.scale, None)  # None: A2N x2 and x3 are identical in shape
+    spec = get_spec(arch)
+    hyperparameters = {k: v for k, v in detected.items() if k != "scale"}
+    # built on the CPU (these networks are small): the meta device would pull in torch._refs, seconds of imports
+    from_card = spec.build(scale=card.scale, **dict(card.hyperparameters)).state_dict()
+    from_detection = spec.build(scale=card.scale, **hyperparameters).state_dict()
+    assert {k: v.shape for k, v in from_card.items()} == {k: v.shape for k, v in from_detection.items()}
+
+
+@pytest.mark.parametrize("relative", OFFICIAL_FILES, ids=str)
+def test_detect_every_official_file(relative, official_weights):
+    card = CARD_BY_FILE[relative.as_posix()]
+    pytest.importorskip(ARCH_MODULES[card.arch])
+    arch, detected = detect_checkpoint(load_state_dict(official_weights / relative))
+    _assert_matches_card(arch, detected, card)
+
+
+@pytest.mark.parametrize("arch_dir", ["BSRN", "A2N", "EMT", "PlainUSR"])
+def test_detect_through_other_containers(arch_dir, official_weights, tmp_path):
+    pytest.importorskip(ARCH_MODULES[arch_dir])
+    relative = next(f for f in OFFICIAL_FILES if f.parts[0] == arch_dir)
+    card = CARD_BY_FILE[relative.as_posix()]
+    reference = load_state_dict(official_weights / relative)
+    expected = detect_checkpoint(reference)
+    _assert_matches_card(*expected, card)
+    containers = _containers(reference)
+    for label in ("lightning", "params_ema preferred", "dataparallel"):
+        assert detect_checkpoint(containers[label]) == expected, label  # in memory, as load_state_dict returns
+        path = tmp_path / f"{label}.pth"
+        torch.save(containers[label], path)
+        assert detect_checkpoint(load_state_dict(path)) == expected, label
+    path = tmp_path / "weights.safetensors"
+    convert_to_safetensors(official_weights / relative, path, card=card)
+    assert detect_checkpoint(load_state_dict(path)) == expected
+
+
+def test_detect_grl_in_a_lightning_checkpoint(tmp_path):
+    grl = pytest.importorskip(ARCH_MODULES["GRL"])
+    network = grl.SPEC.build(scale=4, **grl.VARIANTS["tiny"])
+    state_dict = {f"model.{k}": v for k, v in network.state_dict().items()}
+    state_dict["best_val_metric"] = torch.tensor(30.0)  # Lightning keeps metric buffers beside the network
+    path = tmp_path / "sr_grl_tiny_c3x4.ckpt"
+    torch.save({"epoch": 3, "global_step": 10, "state_dict": state_dict, "hyper_parameters": {"lr": 2e-4}}, path)
+    arch, detected = detect_checkpoint(load_state_dict(path))
+    assert (arch, detected["scale"], detected["embed_dim"]) == ("GRL", 4, 64)
+
+
+def test_unknown_state_dict_lists_what_is_expected():
+    with pytest.raises(ModelError) as caught:
+        detect_checkpoint({"encoder.weight": torch.randn(8, 3, 3, 3), "decoder.bias": torch.randn(3)})
+    assert caught.value.message == ("no architecture lightsr knows matches this checkpoint "
+                                    "(2 tensors: encoder.weight, decoder.bias)")
+    for family in ("BSRN (fea_conv", "A2N (", "EMT (", "PlainUSR (", "GRL ("):
+        assert family in caught.value.hint
+
+
+def test_card_for_file(official_weights, monkeypatch):
+    pytest.importorskip(ARCH_MODULES["EMT"])
+    path = official_weights / "EMT" / "EMT_LSR_x3.pth"
+    card = card_for_file(path)
+    assert (card.id, card.arch, card.scale) == ("custom:EMT_LSR_x3.pth", "EMT", 3)
+    assert card.checkpoint.url == "" and card.checkpoint.sha256 == get_card("emt-x3").checkpoint.sha256
+    assert card.note == "the same file as emt-x3"
+    resolved = ensure_weights(card)
+    assert (resolved.source, resolved.path) == ("file", path.resolve())
+    with pytest.raises(ModelError, match="is a x3 EMT checkpoint, not x4"):
+        card_for_file(path, scale=4)
+
+
+def test_card_for_file_with_undecidable_scale(official_weights, tmp_path):
+    pytest.importorskip(ARCH_MODULES["A2N"])
+    known = card_for_file(official_weights / "A2N" / "aan_x3.pt")
+    assert known.scale == 3  # the registry knows this exact file
+    from safetensors.torch import save_file
+
+    copy = tmp_path / "my_a2n.safetensors"
+    save_file(load_state_dict(official_weights / "A2N" / "aan_x3.pt"), copy)  # same weights, other bytes
+    with pytest.raises(ModelError) as caught:
+        card_for_file(copy)
+    assert "--scale 2 or --scale 3" in caught.value.hint
+    assert card_for_file(copy, scale=2).scale == 2
+
+
+# -- conversion and import hygiene ------------------------------------------------------------------
+
+def test_convert_to_safetensors_is_safe_and_reproducible(official_weights, tmp_path):
+    source = official_weights / "BSRN" / "net_g_BSRN_x2.pth"
+    card = get_card("bsrn-x2")
+    first, second = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    written = convert_to_safetensors(source, first, {"license": "MIT"}, card=card)
+    convert_to_safetensors(source, second, {"license": "MIT"}, card=card)
+    assert first.read_bytes() == second.read_bytes()
+    assert written["arch"] == "BSRN" and written["scale"] == "2" and written["license"] == "MIT"
+    assert json.loads(written["hyperparameters"]) == dict(card.hyperparameters)
+    from safetensors import safe_open
+
+    with safe_open(str(first), "pt") as handle:
+        assert handle.metadata() == written
+    original, converted = load_state_dict(source), load_state_dict(first)
+    assert all(torch.equal(original[k], converted[k]) for k in original)
+    assert leftovers(tmp_path) == []
+
+
+def test_import_is_light():
+    code = ("import sys, lightsr_cli.weights; "
+            "print(sorted(m for m in ('torch', 'urllib.request', 'safetensors') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
+    assert result.stdout.strip() == "[]"

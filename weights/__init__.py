@@ -1,0 +1,1 @@
+"""Embedded default checkpoints (safetensors) with their license notices; see PROVENANCE.md."""
