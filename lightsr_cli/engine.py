@@ -127,7 +127,9 @@ class Upscaler:
         self.tta = tta
         self.stats = EngineStats(notes=[precision_note] if precision_note else [])
         self.channels_last = self.device.type == "cuda"
-        self._network = self._place(network, self.dtype)
+        # Module.to() casts in place: keep the fp32 original for the NaN fallback.
+        self._fp32_master = network
+        self._network = self._place(copy.deepcopy(network) if self.dtype != torch.float32 else network, self.dtype)
         self._fp32_network: nn.Module | None = self._network if self.dtype == torch.float32 else None
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # tiles have fixed shapes: autotuning pays off
@@ -260,7 +262,7 @@ class Upscaler:
 
     def _fp32(self) -> nn.Module:
         if self._fp32_network is None:
-            self._fp32_network = self._place(copy.deepcopy(self._network), torch.float32)
+            self._fp32_network = self._place(self._fp32_master, torch.float32)
         return self._fp32_network
 
     @torch.inference_mode()

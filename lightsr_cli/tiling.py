@@ -3,7 +3,7 @@
 Tiles along an axis all have the same length (so they batch together and keep kernel shapes
 fixed) and overlap by at least ``2 * context`` pixels. Inside an overlap, the two tiles' outputs
 are cross-faded with linear ramps centred in the overlap, so the pixels nearest a tile's cut edge
-(where the network saw the least context) get no weight and no seam can form along tile lines.
+(where the network saw the least context) get no weight and no seam forms along tile lines.
 """
 
 from __future__ import annotations
@@ -56,10 +56,11 @@ def plan_tiles(height: int, width: int, tile: int, context: int) -> list[Tile]:
 def blend_ramp(spans: list[Span], index: int, scale: int, context: int) -> np.ndarray:
     """1-D blending weights (output resolution) of span ``index`` among its neighbours.
 
-    Each overlap is cross-faded over a band of (at most) ``2 * context`` input pixels centred in
-    it: the tile's weight is 1 before the band, falls linearly to 0 across it, and is 0 beyond,
-    where the neighbour (with the mirror-image ramp) takes over. A tile's pixels next to its cut
-    edge thus weigh (almost) nothing, and in every overlap the two weights sum to one.
+    Each overlap (at least ``2 * context`` wide) is cross-faded over a band of ``context`` input
+    pixels centred in it: the tile's weight is 1 before the band, falls linearly to 0 across it,
+    and is 0 beyond, where the neighbour (with the mirror-image ramp) takes over. Pixels within
+    ``context / 2`` of a cut edge, where the network saw the least context, never contribute, and
+    in every overlap the two weights sum to one.
     """
     span = spans[index]
     positions = span.start * scale + np.arange(span.length * scale, dtype=np.float64) + 0.5
@@ -82,7 +83,7 @@ def _fade_band(left: Span, right: Span, scale: int, context: int) -> tuple[float
     overlap = left.stop - right.start
     stride = right.start - left.start
     centre = (right.start + left.stop) / 2 * scale
-    half = max(min(context, overlap / 2, stride / 2), 0.5) * scale
+    half = max(min(context / 2, overlap / 2, stride / 2), 0.5) * scale
     return centre, half
 
 

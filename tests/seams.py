@@ -23,23 +23,38 @@ def boundary_line_groups(length: int, patch: int, context: int, scale: int) -> d
     return {name: sorted(p for p in lines if 0 <= p < last) for name, lines in groups.items()}
 
 
-def seam_ratio(tiled: np.ndarray, whole: np.ndarray, patch: int, context: int, scale: int) -> float:
-    """Mean |gradient of (tiled - whole)| on tile-boundary lines over the same on all other lines.
+class SeamMeter:
+    """Pools |gradient of (tiled - whole)| over many images, by kind of line.
 
-    Computed per axis and per kind of boundary line (cut edges, fade centres); the worst ratio is
-    returned. A seam is a step in the difference along a boundary line, which lifts its ratio far
-    above 1; well blended tiles stay near 1.
+    Single lines are noisy (any textured row can spike), so the verdict is taken over every
+    boundary line of every image: ``ratio()`` is the worst kind of boundary line's mean gradient
+    over the mean gradient of all non-boundary lines. A seam (a step along boundary lines) lifts
+    it well above 1; well blended tiles keep it near 1.
     """
-    diff = tiled.astype(np.float64) - whole.astype(np.float64)
-    worst = 0.0
-    for axis in (0, 1):
-        gradient = np.abs(np.diff(diff, axis=axis))
-        profile = gradient.mean(axis=tuple(a for a in range(gradient.ndim) if a != axis))
-        groups = boundary_line_groups(diff.shape[axis] // scale, patch, context, scale)
-        boundary = sorted(set().union(*groups.values()))
-        if not boundary:
-            continue
-        baseline = max(profile[np.setdiff1d(np.arange(profile.size), boundary)].mean(), 1e-12)
-        for lines in groups.values():
-            worst = max(worst, float(profile[lines].mean() / baseline))
-    return worst
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def _add(self, group: str, values: np.ndarray) -> None:
+        self.sums[group] = self.sums.get(group, 0.0) + float(values.sum())
+        self.counts[group] = self.counts.get(group, 0) + int(values.size)
+
+    def add(self, tiled: np.ndarray, whole: np.ndarray, patch: int, context: int, scale: int) -> None:
+        diff = tiled.astype(np.float64) - whole.astype(np.float64)
+        for axis in (0, 1):
+            gradient = np.abs(np.diff(diff, axis=axis))
+            profile = gradient.mean(axis=tuple(a for a in range(gradient.ndim) if a != axis))
+            groups = boundary_line_groups(diff.shape[axis] // scale, patch, context, scale)
+            boundary = sorted(set().union(*groups.values()))
+            if not boundary:
+                continue
+            self._add("other", profile[np.setdiff1d(np.arange(profile.size), boundary)])
+            for name, lines in groups.items():
+                self._add(name, profile[lines])
+
+    def ratio(self) -> float:
+        if not self.counts.get("other"):
+            raise ValueError("no image was tiled: use smaller tiles or larger images")
+        baseline = max(self.sums["other"] / self.counts["other"], 1e-12)
+        return max(self.sums[g] / self.counts[g] / baseline for g in self.counts if g != "other" and self.counts[g])

@@ -92,7 +92,7 @@ def _summary_dict(summary, card, upscaler) -> dict:
         "files": len(summary.done), "failed": [{"input": str(j.source), "error": e.message} for j, e in summary.failed],
         "skipped": [str(j.source) for j in summary.skipped],
         "outputs": [str(j.target) for j in summary.done],
-        "megapixels_in": round(summary.megapixels_in, 4), "megapixels_out": round(summary.megapixels_out, 4),
+        "megapixels_in": round(summary.megapixels_in, 6), "megapixels_out": round(summary.megapixels_out, 6),
         "seconds": round(seconds, 3),
         "megapixels_out_per_second": round(summary.megapixels_out / seconds, 4) if seconds > 0 else None,
         "fp32_fallbacks": upscaler.stats.fp32_fallbacks,

@@ -1,0 +1,146 @@
+"""Engine behaviour with small synthetic networks: tiling, batching, padding, precision, NaN and OOM guards."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from lightsr_cli.archs._spec import ArchSpec
+from lightsr_cli.engine import Upscaler, resolve_device, resolve_precision
+from lightsr_cli.errors import DeviceError, UsageError
+
+
+class LocalNet(nn.Module):
+    """A purely local x2 network (receptive field 5 px): tiled output must equal untiled output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 12, 3, padding=1))
+        self.shuffle = nn.PixelShuffle(2)
+
+    def forward(self, x):
+        return self.shuffle(self.body(x))
+
+
+def _spec(**changes) -> ArchSpec:
+    spec = ArchSpec(name="Toy", build=lambda scale: LocalNet(), input_range=1.0, min_size=1, size_multiple=1,
+                    tile_overlap=4, tile_multiple=1, fp16_safe=True, bf16_safe=True)
+    return dataclasses.replace(spec, **changes)
+
+
+def _image(height=37, width=53, count=1) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(1)
+    return torch.rand(count, 3, height, width, generator=generator)
+
+
+def test_tiled_equals_untiled_for_a_local_network():
+    net, image = LocalNet(), _image()
+    whole = Upscaler(net, _spec(), 2, device="cpu", tile=0).upscale(image)
+    tiled_engine = Upscaler(net, _spec(), 2, device="cpu", tile=8)
+    tiled = tiled_engine.upscale(image)
+    assert tiled_engine.stats.tile_size > 0 and tiled_engine.stats.tiles > 4
+    assert whole.shape == (1, 3, 74, 106)
+    torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=0)
+
+
+def test_batch_one_equals_batch_n_and_images_are_independent():
+    net, images = LocalNet(), _image(count=3)
+    one = Upscaler(net, _spec(), 2, device="cpu", tile=8, batch=1).upscale(images)
+    many = Upscaler(net, _spec(), 2, device="cpu", tile=8, batch=5).upscale(images)
+    torch.testing.assert_close(one, many, atol=1e-6, rtol=0)
+    single = Upscaler(net, _spec(), 2, device="cpu", tile=8).upscale(images[1:2])
+    torch.testing.assert_close(many[1:2], single, atol=1e-6, rtol=0)
+
+
+def test_small_inputs_are_padded_to_min_size_and_cropped_back():
+    seen = []
+
+    class NeedsSixteen(LocalNet):
+        def forward(self, x):
+            seen.append(tuple(x.shape[-2:]))
+            assert x.shape[-1] >= 16 and x.shape[-2] >= 16 and x.shape[-1] % 8 == 0
+            return super().forward(x)
+
+    out = Upscaler(NeedsSixteen(), _spec(min_size=16, size_multiple=8), 2, device="cpu").upscale(_image(5, 11))
+    assert out.shape == (1, 3, 10, 22) and seen == [(16, 16)]
+
+
+def test_input_range_is_applied_around_the_network():
+    class Echo255(nn.Module):
+        def forward(self, x):
+            assert x.max() > 1.5  # saw the 0-255 range
+            return nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+
+    image = _image(8, 8)
+    out = Upscaler(Echo255(), _spec(input_range=255.0), 2, device="cpu").upscale(image)
+    torch.testing.assert_close(out[..., ::2, ::2], image)
+
+
+def test_nan_in_half_precision_is_recomputed_in_fp32():
+    class OverflowsInHalf(LocalNet):
+        def forward(self, x):
+            y = super().forward(x)
+            if x.dtype != torch.float32:
+                y = y * torch.tensor(float("nan"), dtype=y.dtype)
+            return y
+
+    image = _image(16, 16)
+    engine = Upscaler(OverflowsInHalf(), _spec(), 2, device="cpu", precision="bf16")
+    assert engine.precision == "bf16"
+    out = engine.upscale(image)
+    assert torch.isfinite(out).all() and engine.stats.fp32_fallbacks == 1
+    reference = Upscaler(LocalNet(), _spec(), 2, device="cpu").upscale(image)
+    torch.testing.assert_close(out, reference, atol=1e-5, rtol=0)
+
+
+def test_out_of_memory_halves_the_tile_until_it_fits():
+    class SmallMemory(LocalNet):
+        def forward(self, x):
+            if x.shape[-1] * x.shape[-2] > 48 * 48:
+                raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return super().forward(x)
+
+    image = _image(100, 90)
+    engine = Upscaler(SmallMemory(), _spec(), 2, device="cpu", tile=None)
+    out = engine.upscale(image)
+    assert engine.stats.oom_retries >= 1 and out.shape == (1, 3, 200, 180)
+    torch.testing.assert_close(out, Upscaler(LocalNet(), _spec(), 2, device="cpu").upscale(image), atol=1e-5, rtol=0)
+
+
+def test_automatic_tile_uses_the_whole_image_when_it_fits():
+    engine = Upscaler(LocalNet(), _spec(), 2, device="cpu")
+    assert engine.auto_tile_size(480, 640) == 0
+    huge = dataclasses.replace(_spec(), activation_bytes_per_pixel=1 << 40)
+    assert Upscaler(LocalNet(), huge, 2, device="cpu").auto_tile_size(480, 640) > 0
+
+
+def test_self_ensemble_of_an_equivariant_network_changes_nothing():
+    class Nearest(nn.Module):
+        def forward(self, x):
+            return nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+
+    image = _image(9, 14)
+    plain = Upscaler(Nearest(), _spec(), 2, device="cpu").upscale(image)
+    ensemble = Upscaler(Nearest(), _spec(), 2, device="cpu", tta=True).upscale(image)
+    torch.testing.assert_close(plain, ensemble)
+
+
+def test_device_and_precision_choices():
+    assert resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="CUDA is not available"):
+            resolve_device("cuda")
+    with pytest.raises(UsageError):
+        resolve_device("toaster")
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu, _spec())[0] == torch.float32
+    dtype, note = resolve_precision("fp16", cpu, _spec(fp16_safe=False))
+    assert dtype == torch.bfloat16 and "not proven safe in fp16" in note
+    dtype, note = resolve_precision("bf16", cpu, _spec(bf16_safe=False))
+    assert dtype == torch.float32 and note
+    with pytest.raises(UsageError):
+        Upscaler(LocalNet(), _spec(), 2, device="cpu", batch=0)
