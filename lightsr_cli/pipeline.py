@@ -21,6 +21,7 @@ from .jobs import Job, MediaKind
 from .media import images
 from .progress import NullReporter, Reporter
 from .registry import ModelCard
+from .video_pipeline import VideoResult, VideoSettings, run_video_job
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ class RunSummary:
     megapixels_in: float = 0.0
     megapixels_out: float = 0.0
     seconds: float = 0.0
+    videos: list[VideoResult] = field(default_factory=list)
 
 
 def run_image_job(upscaler: Upscaler, job: Job, output: OutputSettings, reporter: Reporter) -> tuple[float, float]:
@@ -122,7 +124,7 @@ def run_image_job(upscaler: Upscaler, job: Job, output: OutputSettings, reporter
 
 
 def run_jobs(upscaler: Upscaler, jobs: list[Job], output: OutputSettings, reporter: Reporter | None = None,
-             video_runner=None) -> RunSummary:
+             video_settings: VideoSettings | None = None, model_id: str = "") -> RunSummary:
     """Run every job; a job that fails is recorded and the others still run."""
     reporter = reporter or NullReporter()
     summary = RunSummary()
@@ -132,9 +134,10 @@ def run_jobs(upscaler: Upscaler, jobs: list[Job], output: OutputSettings, report
         for job in jobs:
             try:
                 if job.kind is MediaKind.VIDEO:
-                    if video_runner is None:
-                        raise LightsrError(f"video input is not supported here: {job.source}")
-                    mp_in, mp_out = video_runner(upscaler, job, output, reporter)
+                    result = run_video_job(upscaler, job, output.outscale, video_settings or VideoSettings(),
+                                           output.overwrite, model_id, reporter)
+                    summary.videos.append(result)
+                    mp_in, mp_out = result.megapixels_in, result.megapixels_out
                 else:
                     mp_in, mp_out = run_image_job(upscaler, job, output, reporter)
                 summary.megapixels_in += mp_in
@@ -143,6 +146,8 @@ def run_jobs(upscaler: Upscaler, jobs: list[Job], output: OutputSettings, report
             except LightsrError as error:
                 summary.failed.append((job, error))
                 reporter.note(f"error: {job.source}: {error.message}")
+                if error.hint:
+                    reporter.note(f"hint: {error.hint}")
             if files:
                 files.advance()
     finally:

@@ -82,7 +82,7 @@ class RichReporter:
         return _RichTask(progress, progress.add_task(description, total=total, unit=unit))
 
     def note(self, message: str) -> None:
-        if not self.quiet or message.startswith("error"):
+        if not self.quiet or message.startswith(("error", "hint")):
             self._progress.console.print(message, markup=False, highlight=False, soft_wrap=True)
 
 

@@ -40,6 +40,20 @@ def upscale(
     tta: bool = options.TTA,
     as_json: bool = options.JSON,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary (errors still print)."),
+    codec: str = typer.Option("libx264", "--codec", help="Video encoder: libx264, libx265, libvpx-vp9, ffv1 (lossless), ...",
+                              rich_help_panel="Video"),
+    crf: Optional[int] = typer.Option(None, "--crf", help="Video quality (lower is better; default per codec).",
+                                      rich_help_panel="Video"),
+    video_preset: Optional[str] = typer.Option(None, "--video-preset", help="Encoder speed preset (x264/x265: ultrafast..veryslow).",
+                                               rich_help_panel="Video"),
+    pix_fmt: Optional[str] = typer.Option(None, "--pix-fmt", help="Output pixel format (default: yuv420p, 10/12-bit for deep sources).",
+                                          rich_help_panel="Video"),
+    ffmpeg_args: List[str] = typer.Option([], "--ffmpeg-arg", help="Extra ffmpeg output argument (repeat for several).",
+                                          rich_help_panel="Video"),
+    segment_seconds: float = typer.Option(10.0, "--segment-seconds", min=0.01, help="Resume granularity for videos.",
+                                          rich_help_panel="Video"),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted video from its last finished segment.",
+                                rich_help_panel="Video"),
 ) -> None:
     """Upscale images (PNG, JPEG, WebP, BMP, TIFF) and videos; folders and globs too."""
     if scale is not None and scale not in (2, 3, 4):
@@ -48,9 +62,11 @@ def upscale(
     final_scale = outscale or card.scale
     rule = NamingRule(suffix=(suffix if suffix is not None else "_x{scale}").replace("{scale}", f"{final_scale:g}"),
                       image_format=image_format.value if image_format else None)
-    plan = plan_jobs(inputs, output, rule, recursive, overwrite, skip_existing)
+    plan = plan_jobs(inputs, output, rule, recursive, overwrite, skip_existing or (resume and not overwrite))
 
+    from ..media.video import EncodeOptions
     from ..pipeline import EngineChoice, OutputSettings, load_upscaler, run_jobs
+    from ..video_pipeline import VideoSettings
 
     choice = EngineChoice(device=device, precision=precision.value, tile=tile, batch=batch, tta=tta)
     settings = OutputSettings(image_format=rule.image_format, quality=quality, outscale=outscale, overwrite=overwrite)
@@ -58,7 +74,9 @@ def upscale(
         upscaler = load_upscaler(card, choice, reporter, weights_path=weights_file)
         for note in upscaler.stats.notes:
             reporter.note(f"note: {note}")
-        summary = run_jobs(upscaler, plan.jobs, settings, reporter)
+        video_settings = VideoSettings(EncodeOptions(codec, crf, video_preset, pix_fmt, tuple(ffmpeg_args)),
+                                       segment_seconds, resume)
+        summary = run_jobs(upscaler, plan.jobs, settings, reporter, video_settings, card.id)
     summary.skipped.extend(plan.skipped)
     report = _summary_dict(summary, card, upscaler)
     if as_json:
@@ -96,7 +114,25 @@ def _summary_dict(summary, card, upscaler) -> dict:
         "seconds": round(seconds, 3),
         "megapixels_out_per_second": round(summary.megapixels_out / seconds, 4) if seconds > 0 else None,
         "fp32_fallbacks": upscaler.stats.fp32_fallbacks,
+        **_video_summary(summary.videos),
     }
+
+
+def _video_summary(videos) -> dict:
+    if not videos:
+        return {}
+    frames = sum(v.frames for v in videos)
+    wall = sum(v.wall_seconds for v in videos)
+    inference = sum(v.inference_seconds for v in videos)
+    return {"video": {
+        "frames": frames, "seconds": round(wall, 3),
+        "decode_seconds": round(sum(v.decode_seconds for v in videos), 3),
+        "inference_seconds": round(inference, 3),
+        "encode_seconds": round(sum(v.encode_seconds for v in videos), 3),
+        "end_to_end_fps": round(frames / wall, 3) if wall else None,
+        "model_fps": round(frames / inference, 3) if inference else None,
+        "resumed_from_frame": [v.resumed_from_frame for v in videos],
+    }}
 
 
 def _print_summary(report: dict) -> None:
@@ -112,6 +148,11 @@ def _print_summary(report: dict) -> None:
     stderr.print(f"  model {report['model']} ({report['arch']} x{report['scale']}) on {report['device']}, "
                  f"{report['precision']}, tile {tile}, batch {report['batch']}"
                  + (", tta" if report["tta"] else ""))
+    if "video" in report:
+        v = report["video"]
+        stderr.print(f"  video: {v['frames']} frames in {v['seconds']:.2f} s = {v['end_to_end_fps']} fps end to end "
+                     f"(model alone {v['model_fps']} fps); decode {v['decode_seconds']:.2f} s, inference "
+                     f"{v['inference_seconds']:.2f} s, encode {v['encode_seconds']:.2f} s (overlapping)")
     if report["fp32_fallbacks"]:
         stderr.print(f"  {report['fp32_fallbacks']} tile batch(es) recomputed in fp32 after NaN/Inf in half precision")
     for failure in failed:

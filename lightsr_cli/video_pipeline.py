@@ -1,0 +1,319 @@
+"""Upscale one video: decode, infer and encode overlapping in three threads, in resumable segments.
+
+The pipeline layer for videos (pipeline.py does images): a reader thread decodes frames from an
+ffmpeg pipe into a bounded queue, the calling thread upscales them in batches, and a writer thread
+encodes them into segments of a few seconds each through a second ffmpeg pipe. Bounded queues keep
+memory flat whatever the length. Finished segments live in a hidden folder beside the target; when
+all are done they are joined losslessly with the source's audio and subtitles and the result is
+renamed onto the target. An interrupted run leaves its finished segments, and ``--resume`` carries
+on from the first missing one; because segment boundaries do not depend on where a run stopped,
+a resumed run produces the same frames as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import queue
+import shutil
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .engine import Upscaler
+from .errors import LightsrError, OutputError
+from .jobs import Job
+from .media import images, video
+from .progress import Reporter
+
+_END = object()  # end-of-stream marker in the queues
+_POLL_SECONDS = 0.1
+
+
+@dataclass(frozen=True)
+class VideoSettings:
+    encode: video.EncodeOptions = video.EncodeOptions()
+    segment_seconds: float = 10.0
+    """Resume granularity: frames are encoded in segments of about this length."""
+    resume: bool = False
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    frames: int
+    megapixels_in: float
+    megapixels_out: float
+    decode_seconds: float
+    inference_seconds: float
+    encode_seconds: float
+    wall_seconds: float
+    resumed_from_frame: int
+
+
+# -- the parts folder ------------------------------------------------------------------------------
+
+class PartsFolder:
+    """Finished segments of one output, beside it: ``.<name>.lightsr-parts/``."""
+
+    def __init__(self, target: Path, plan: dict) -> None:
+        self.folder = target.with_name(f".{target.name}.lightsr-parts")
+        self.plan = json.loads(json.dumps(plan))  # as it reads back from plan.json (tuples become lists)
+        self.suffix = target.suffix
+
+    def segment(self, index: int) -> Path:
+        return self.folder / f"segment_{index:05d}{self.suffix}"
+
+    def _partial(self, index: int) -> Path:
+        return self.folder / f"segment_{index:05d}.partial{self.suffix}"
+
+    def joined(self) -> Path:
+        return self.folder / f"joined{self.suffix}"
+
+    def start(self, resume: bool) -> int:
+        """Prepare the folder; returns how many leading segments are already finished."""
+        manifest = self.folder / "plan.json"
+        if resume and manifest.is_file():
+            try:
+                same_plan = json.loads(manifest.read_text()) == self.plan
+            except (OSError, ValueError):
+                same_plan = False
+            if not same_plan:
+                raise LightsrError(f"cannot resume {self.folder.name}: it was started with other settings or another source",
+                                   hint="run without --resume to start over (the old segments are replaced)")
+            finished = 0
+            while self.segment(finished).is_file():
+                finished += 1
+            return finished
+        shutil.rmtree(self.folder, ignore_errors=True)
+        try:
+            self.folder.mkdir(parents=True)
+            manifest.write_text(json.dumps(self.plan, indent=1))
+        except OSError as error:
+            raise OutputError(f"cannot write beside {self.folder.parent}: {error.strerror or error}") from None
+        return 0
+
+    def write_segment(self, index: int, frames, frame_rate, options, source) -> float:
+        """Encode frames into segment ``index`` (temp name, renamed when complete); returns encode seconds."""
+        partial = self._partial(index)
+        seconds = 0.0
+        with video.FrameWriter(partial, frame_rate, options=options, source=source, copy_streams=False) as writer:
+            for frame in frames:
+                started = time.perf_counter()
+                writer.write(frame)
+                seconds += time.perf_counter() - started
+        os.replace(partial, self.segment(index))
+        return seconds
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _plan_of(job: Job, info: video.VideoInfo, upscaler: Upscaler, settings: VideoSettings, outscale: float | None,
+             per_segment: int, model_id: str) -> dict:
+    """Everything that must match for finished segments to be reused by --resume."""
+    stat = job.source.stat()
+    return {
+        "source": str(job.source.resolve()), "source_size": stat.st_size, "source_mtime_ns": stat.st_mtime_ns,
+        "frames": info.frame_count, "frames_per_segment": per_segment, "model": model_id,
+        "scale": upscaler.scale, "outscale": outscale, "precision": upscaler.precision, "tta": upscaler.tta,
+        "encode": asdict(settings.encode),
+        "engine": hashlib.sha256(f"{upscaler.spec.name}{upscaler.requested_tile}".encode()).hexdigest()[:12],
+    }
+
+
+# -- threads ---------------------------------------------------------------------------------------
+
+def _put(channel: queue.Queue, item, stop: threading.Event) -> bool:
+    """Put unless asked to stop (a full queue must not block a thread forever)."""
+    while not stop.is_set():
+        try:
+            channel.put(item, timeout=_POLL_SECONDS)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _get(channel: queue.Queue, stop: threading.Event):
+    while not stop.is_set():
+        try:
+            return channel.get(timeout=_POLL_SECONDS)
+        except queue.Empty:
+            continue
+    return _END
+
+
+class _Worker(threading.Thread):
+    """A thread whose exception is kept for the main thread to re-raise."""
+
+    def __init__(self, name: str, body, stop: threading.Event) -> None:
+        super().__init__(name=name, daemon=True)
+        self._body = body
+        self._stop_event = stop
+        self.error: BaseException | None = None
+        self.seconds = 0.0
+
+    def run(self) -> None:
+        try:
+            self.seconds = self._body()
+        except BaseException as error:  # noqa: BLE001 - handed to the main thread
+            self.error = error
+            self._stop_event.set()
+
+
+def _read_frames(info: video.VideoInfo, start_frame: int, frames: queue.Queue, stop: threading.Event) -> float:
+    seconds = 0.0
+    with video.FrameReader(info, start_frame=start_frame) as reader:
+        iterator = iter(reader)
+        while not stop.is_set():
+            started = time.perf_counter()
+            try:
+                frame = next(iterator)
+            except StopIteration:
+                break
+            seconds += time.perf_counter() - started
+            if not _put(frames, frame, stop):
+                break
+    _put(frames, _END, stop)
+    return seconds
+
+
+def _write_segments(parts: PartsFolder, first_segment: int, per_segment: int, total: int, info: video.VideoInfo,
+                    options: video.EncodeOptions, results: queue.Queue, stop: threading.Event, progress) -> float:
+    seconds = 0.0
+    for index in range(first_segment, math.ceil(total / per_segment)):
+        count = len(video.segment_frame_range(index, per_segment, total))
+
+        def frames_of_segment():
+            for _ in range(count):
+                frame = _get(results, stop)
+                if frame is _END:
+                    raise LightsrError("the video pipeline stopped before the segment was complete")
+                yield frame
+                progress.advance()
+
+        seconds += parts.write_segment(index, frames_of_segment(), info.frame_rate, options, info)
+    return seconds
+
+
+# -- one job ---------------------------------------------------------------------------------------
+
+def _frames_to_tensor(frames: list[np.ndarray]) -> torch.Tensor:
+    maximum = 65535.0 if frames[0].dtype == np.uint16 else 255.0
+    batch = np.stack(frames).astype(np.float32) / maximum
+    return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()
+
+
+def _tensor_to_frames(batch: torch.Tensor, dtype: np.dtype) -> list[np.ndarray]:
+    maximum = 65535.0 if dtype == np.uint16 else 255.0
+    array = batch.clamp(0, 1).mul(maximum).round().permute(0, 2, 3, 1).numpy().astype(dtype)
+    return list(array)
+
+
+def _even_safe_encode(options: video.EncodeOptions, width: int, height: int, bit_depth: int) -> video.EncodeOptions:
+    """4:2:0 needs even sizes: an odd output size gets 4:4:4 unless the user chose a pixel format."""
+    if options.pix_fmt or (width % 2 == 0 and height % 2 == 0):
+        return options
+    default = video.default_pix_fmt(options.codec, bit_depth)
+    wanted = default.replace("420", "444")
+    if wanted in video.encoder_pix_fmts(options.codec):
+        return video.EncodeOptions(options.codec, options.crf, options.preset, wanted, options.extra_args)
+    return options
+
+
+def run_video_job(upscaler: Upscaler, job: Job, outscale: float | None, settings: VideoSettings, overwrite: bool,
+                  model_id: str, reporter: Reporter) -> VideoResult:
+    started = time.perf_counter()
+    info = video.probe_video(job.source)
+    out_w, out_h = info.width * upscaler.scale, info.height * upscaler.scale
+    if outscale and outscale != upscaler.scale:
+        out_w, out_h = max(2, round(info.width * outscale)), max(2, round(info.height * outscale))
+    options = _even_safe_encode(settings.encode, out_w, out_h, info.bit_depth)
+    per_segment = max(1, round(settings.segment_seconds * info.frame_rate))
+    parts = PartsFolder(job.target, _plan_of(job, info, upscaler, settings, outscale, per_segment, model_id))
+    first_segment = parts.start(settings.resume)
+    start_frame = min(first_segment * per_segment, info.frame_count)
+    if start_frame:
+        reporter.note(f"resuming {job.source.name} at frame {start_frame} of {info.frame_count}")
+    frames_queue: queue.Queue = queue.Queue(maxsize=2 * upscaler.batch + 2)
+    results_queue: queue.Queue = queue.Queue(maxsize=2 * upscaler.batch + 2)
+    stop = threading.Event()
+    progress = reporter.task(f"{job.source.name}", total=info.frame_count, unit="frame")
+    progress.advance(start_frame)
+    reader = _Worker("lightsr-decode", lambda: _read_frames(info, start_frame, frames_queue, stop), stop)
+    writer = _Worker("lightsr-encode", lambda: _write_segments(
+        parts, first_segment, per_segment, info.frame_count, info, options, results_queue, stop, progress), stop)
+    inference_seconds = 0.0
+    try:
+        reader.start()
+        writer.start()
+        inference_seconds = _upscale_stream(upscaler, frames_queue, results_queue, stop, (out_w, out_h), outscale)
+        writer.join()
+        reader.join()
+        for worker in (reader, writer):
+            if worker.error is not None:
+                raise worker.error
+        joined = parts.joined()
+        video.concat_segments([parts.segment(i) for i in range(math.ceil(info.frame_count / per_segment))],
+                              info, joined)
+        _move_into_place(joined, job.target, overwrite)
+        parts.remove()
+    except BaseException:
+        stop.set()
+        reader.join(timeout=10)
+        writer.join(timeout=10)
+        raise
+    finally:
+        progress.close()
+    frames = info.frame_count - start_frame
+    return VideoResult(
+        frames=frames, megapixels_in=frames * info.width * info.height / 1e6,
+        megapixels_out=frames * out_w * out_h / 1e6, decode_seconds=reader.seconds,
+        inference_seconds=inference_seconds, encode_seconds=writer.seconds,
+        wall_seconds=time.perf_counter() - started, resumed_from_frame=start_frame)
+
+
+def _upscale_stream(upscaler: Upscaler, frames_queue: queue.Queue, results_queue: queue.Queue,
+                    stop: threading.Event, size: tuple[int, int], outscale: float | None) -> float:
+    """The calling thread's part: batches of frames through the engine. Returns inference seconds."""
+    seconds = 0.0
+    finished = False
+    while not finished and not stop.is_set():
+        batch = []
+        while len(batch) < upscaler.batch:
+            frame = _get(frames_queue, stop)
+            if frame is _END:
+                finished = True
+                break
+            batch.append(frame)
+        if not batch:
+            break
+        started = time.perf_counter()
+        results = _tensor_to_frames(upscaler.upscale(_frames_to_tensor(batch)), batch[0].dtype)
+        if outscale and outscale != upscaler.scale:
+            results = [images.resize(frame, *size) for frame in results]
+        seconds += time.perf_counter() - started
+        for result in results:
+            if not _put(results_queue, result, stop):
+                return seconds
+    _put(results_queue, _END, stop)
+    return seconds
+
+
+def _move_into_place(temp: Path, target: Path, overwrite: bool) -> None:
+    try:
+        if overwrite:
+            os.replace(temp, target)
+            return
+        os.link(temp, target)
+        temp.unlink()
+    except FileExistsError:
+        raise OutputError(f"output exists: {target}", hint="pass --overwrite to replace it") from None
+    except OSError as error:
+        raise OutputError(f"cannot write {target}: {error.strerror or error}") from None

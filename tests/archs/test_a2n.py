@@ -1,0 +1,192 @@
+"""A2N: strict loading of the official checkpoints, parity with the official outputs, detection,
+reduced precision, and the official quadrant-chop inference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lightsr_cli.archs.a2n import SPEC, A2N, build, detect, forward_chop, prepare_state_dict
+from lightsr_cli.errors import ModelError
+
+SCALES = (2, 3)
+PARITY_TOL = 1e-4
+
+
+def _load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def a2n_state(official_weights: Path) -> dict[int, dict[str, torch.Tensor]]:
+    return {s: prepare_state_dict(_load(official_weights / "A2N" / f"aan_x{s}.pt")) for s in SCALES}
+
+
+@pytest.fixture(scope="module")
+def a2n_models(a2n_state) -> dict[int, A2N]:
+    models = {}
+    for s, sd in a2n_state.items():
+        model = SPEC.build(scale=s, nf=40, unf=24, nb=16)
+        model.load_state_dict(sd, strict=True)
+        models[s] = model.eval()
+    return models
+
+
+def _fixture(parity_dir: Path, scale: int) -> dict[str, np.ndarray]:
+    with np.load(parity_dir / f"A2N__aan_x{scale}.npz") as data:
+        return {k: data[k] for k in data.files}
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_strict_load_and_param_count(official_weights: Path, scale: int) -> None:
+    sd = prepare_state_dict(_load(official_weights / "A2N" / f"aan_x{scale}.pt"))
+    model = build(scale=scale)
+    result = model.load_state_dict(sd, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    # The count recorded by the official run (shared/reference/official_scores.json).
+    assert sum(p.numel() for p in model.parameters()) == 1_036_443
+    assert not model.training
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_parity_with_official_output(a2n_models, parity_dir: Path, scale: int) -> None:
+    data = _fixture(parity_dir, scale)
+    assert int(data["scale"]) == scale
+    lr = torch.from_numpy(data["lr"])
+    model = a2n_models[scale]
+    with torch.inference_mode():
+        sr = model(lr * 255.0) / 255.0
+        assert model.feature_gain != 1.0  # the default path is the range-folded one
+        model.feature_gain = 1.0  # the official order of operations
+        try:
+            sr_literal = model(lr * 255.0) / 255.0
+        finally:
+            model.feature_gain = 1.0 / 255.0
+    assert sr.shape == data["sr"].shape == (1, 3, 40 * scale, 36 * scale)
+    assert np.abs(sr.numpy() - data["sr"]).max() <= PARITY_TOL
+    assert np.abs(sr_literal.numpy() - data["sr"]).max() <= PARITY_TOL
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_forward_chop_matches_official_chop(a2n_models, parity_dir: Path, scale: int) -> None:
+    data = _fixture(parity_dir, scale)
+    lr = torch.from_numpy(data["lr"])
+    with torch.inference_mode():
+        sr_chop = forward_chop(a2n_models[scale], lr * 255.0, scale) / 255.0
+    assert np.abs(sr_chop.numpy() - data["sr_chop"]).max() <= PARITY_TOL
+    # Chopping really is a different function for A2N (global pooling per patch).
+    assert np.abs(data["sr_chop"] - data["sr"]).max() > 1e-3
+
+
+def test_forward_chop_recurses_and_handles_tiny_inputs(a2n_models) -> None:
+    model = a2n_models[2]
+    x = torch.rand(1, 3, 26, 30, generator=torch.Generator().manual_seed(0)) * 255.0
+    with torch.inference_mode():
+        # 23x25 patches >= min_size 500: one more level of quadrants (13x15 patches).
+        nested = forward_chop(model, x, 2, shave=5, min_size=500)
+        tiny = forward_chop(model, x[:, :, :7, :9], 2)  # shave 10 exceeds the image: clamped
+        whole = model(x[:, :, :7, :9])
+    assert nested.shape == (1, 3, 52, 60) and torch.isfinite(nested).all()
+    # Patches larger than the image are the whole image, so chop == plain forward.
+    assert torch.allclose(tiny, whole, atol=1e-4)
+
+
+def test_detect_a2n_files(a2n_state) -> None:
+    for sd in a2n_state.values():
+        # x2 and x3 files have identical shapes: the scale cannot be read from them.
+        assert detect(sd) == {"scale": None, "nf": 40, "unf": 24, "nb": 16}
+        assert SPEC.detect is detect
+    with pytest.raises(ModelError):
+        build(scale=None)
+
+
+def test_detect_x4_layout_and_module_prefix() -> None:
+    sd = build(scale=4).state_dict()
+    assert detect(sd) == {"scale": 4, "nf": 40, "unf": 24, "nb": 16}
+    small = build(scale=2, nf=16, unf=8, nb=3).state_dict()
+    wrapped = {f"module.{k}": v for k, v in small.items()}
+    assert detect(wrapped) is None  # detect runs after prepare_state_dict
+    assert detect(prepare_state_dict(wrapped)) == {"scale": None, "nf": 16, "unf": 8, "nb": 3}
+    damaged = dict(small)
+    del damaged["AAB_trunk.1.attention.k3.weight"]
+    assert detect(damaged) is None
+
+
+def test_detect_rejects_other_archs(official_weights: Path) -> None:
+    others = [p for arch in ("BSRN", "EMT", "PlainUSR") for p in sorted((official_weights / arch).glob("*.pth"))]
+    assert len(others) >= 10
+    for path in others:
+        sd = _load(path)
+        assert detect(sd) is None, path.name
+        if isinstance(sd.get("params"), dict):
+            assert detect(sd["params"]) is None, path.name
+
+
+def test_min_size_is_one_pixel() -> None:
+    assert SPEC.min_size == 1
+    model = build(scale=3)
+    with torch.inference_mode():
+        out = model(torch.full((1, 3, 1, 1), 128.0))
+    assert out.shape == (1, 3, 3, 3) and torch.isfinite(out).all()
+
+
+def _set14_crop(shared_dir: Path, scale: int) -> torch.Tensor:
+    cv2 = pytest.importorskip("cv2")
+    img = cv2.imread(str(shared_dir / "data" / "benchmarks" / "Set14" / f"x{scale}" / "LR" / "img_003.png"))
+    assert img is not None
+    crop = np.ascontiguousarray(img[64:160, 64:160, ::-1])  # a 96x96 RGB patch (the baboon's fur)
+    return torch.from_numpy(crop).permute(2, 0, 1)[None].float()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_reduced_precision_on_real_image(a2n_models, shared_dir: Path, dtype: torch.dtype) -> None:
+    model = a2n_models[2]
+    x = _set14_crop(shared_dir, 2)
+    with torch.inference_mode():
+        ref = model(x)
+        low = build(scale=2).to(dtype)
+        low.load_state_dict(model.state_dict())
+        out = low(x.to(dtype)).float()
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    err = (out - ref).abs()
+    # bf16 stores 8 significant bits: an output near 255 is only resolved to ~1 level.
+    assert err.max() < (4.0 if dtype == torch.bfloat16 else 1.0)
+    assert err.mean() < (0.5 if dtype == torch.bfloat16 else 0.1)
+    mse = torch.mean((out.clamp(0, 255).round() - ref.clamp(0, 255).round()) ** 2).item()
+    assert 10 * np.log10(255.0**2 / max(mse, 1e-12)) > 45.0
+
+
+def test_folded_range_keeps_features_small(a2n_models, shared_dir: Path) -> None:
+    """The reason fp16 is safe: the largest intermediate of the 0-255 network, ~1e4 on this patch,
+    becomes ~1e4/255 with the default feature gain."""
+    model = a2n_models[2]
+    x = _set14_crop(shared_dir, 2)
+    peaks: dict[float, float] = {}
+
+    def hook(_module, _inputs, output) -> None:
+        peaks[gain] = max(peaks.get(gain, 0.0), output.abs().max().item())
+
+    handles = [b.register_forward_hook(hook) for b in model.AAB_trunk]
+    try:
+        with torch.inference_mode():
+            for gain in (1.0, 1.0 / 255.0):
+                model.feature_gain = gain
+                model(x)
+    finally:
+        model.feature_gain = 1.0 / 255.0
+        for h in handles:
+            h.remove()
+    assert peaks[1.0] > 1000.0
+    assert peaks[1.0 / 255.0] == pytest.approx(peaks[1.0] / 255.0, rel=1e-3)
+    assert peaks[1.0 / 255.0] < 500.0
+
+
+def test_spec_traits() -> None:
+    assert SPEC.name == "A2N"
+    assert SPEC.input_range == 255.0
+    assert SPEC.size_multiple == 1 and SPEC.tile_multiple == 1
+    assert SPEC.tile_overlap > 0
+    assert SPEC.prepare_state_dict({"module.conv_first.bias": torch.zeros(1)}).keys() == {"conv_first.bias"}
