@@ -93,7 +93,7 @@ def _resolve_card(model, preset, scale, weights_file):
             raise UsageError("--weights cannot be combined with --model or --preset")
         from ..weights import card_for_file
 
-        card = card_for_file(weights_file)
+        card = card_for_file(weights_file, scale)
         if scale is not None and scale != card.scale:
             raise UsageError(f"{weights_file.name} is a x{card.scale} model, not x{scale}",
                              hint=f"drop --scale, or use --outscale {scale}")
