@@ -358,4 +358,7 @@ SPEC = ArchSpec(
     prepare_state_dict=prepare_state_dict,
     detect=detect,
     paper="Blueprint Separable Residual Network for Efficient Image Super-Resolution (CVPRW 2022)",
+    # Peak RSS growth of one fp32 CPU forward, per LR pixel: BSRN x4 ~9.2 KB (the concatenated
+    # trunk of 8 x 64 channels dominates), BSRN-S ~4.5-5 KB; this leaves ~30% headroom.
+    activation_bytes_per_pixel=12288,
 )

@@ -69,6 +69,7 @@ def handles_errors(command: Callable) -> Callable:
 from . import upscale as _upscale  # noqa: E402,F401
 from . import evaluate as _evaluate  # noqa: E402,F401
 from . import models as _models  # noqa: E402,F401
+from . import bench as _bench  # noqa: E402,F401
 
 
 def main() -> None:

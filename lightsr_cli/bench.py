@@ -1,0 +1,102 @@
+"""Speed measurement of one engine: model-only time on the device, and end to end from host arrays.
+
+Used by `lightsr bench` and the scripts in benchmarks/. On CUDA the model-only time comes from CUDA
+events around the forward passes; on the CPU from a monotonic clock. End to end includes the
+conversions from and to uint8 host arrays, tiling and blending: what a user's frame costs.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .engine import Upscaler
+from .pipeline import upscale_pixels
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    output_size: tuple[int, int]
+    """(width, height) of the upscaled frame."""
+    batch: int
+    tile: int
+    device: str
+    precision: str
+    model_ms_per_frame: float
+    end_to_end_ms_per_frame: float
+    peak_memory_mb: float
+    """CUDA: peak allocated by torch; CPU: the process's peak resident set (includes everything)."""
+
+    @property
+    def output_megapixels_per_second(self) -> float:
+        width, height = self.output_size
+        return width * height / 1e6 / (self.end_to_end_ms_per_frame / 1000)
+
+    @property
+    def model_megapixels_per_second(self) -> float:
+        width, height = self.output_size
+        return width * height / 1e6 / (self.model_ms_per_frame / 1000)
+
+
+def _synthetic_frame(height: int, width: int) -> np.ndarray:
+    """A textured frame (smooth gradients plus detail), so no path is sped up by flat input."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    rng = np.random.default_rng(0)
+    planes = [127 + 60 * np.sin(x / (7 + c) + y / (11 + 2 * c)) + rng.normal(0, 12, (height, width)) for c in range(3)]
+    return np.clip(np.stack(planes, axis=2), 0, 255).astype(np.uint8)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_model(upscaler: Upscaler, frames: torch.Tensor, repeats: int) -> float:
+    """Median seconds per call of the engine's upscale on a prepared batch (host tensor in, host out)."""
+    device = upscaler.device
+    samples = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            upscaler.upscale(frames)
+            end.record()
+            torch.cuda.synchronize(device)
+            samples.append(start.elapsed_time(end) / 1000)
+        else:
+            started = time.perf_counter()
+            upscaler.upscale(frames)
+            samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+def benchmark(upscaler: Upscaler, output_width: int, output_height: int, warmup: int = 1, repeats: int = 3) -> BenchResult:
+    scale = upscaler.scale
+    height, width = max(1, output_height // scale), max(1, output_width // scale)
+    frame = _synthetic_frame(height, width)
+    batch = upscaler.batch
+    frames = torch.from_numpy(np.stack([frame] * batch).astype(np.float32) / 255).permute(0, 3, 1, 2).contiguous()
+    if upscaler.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(upscaler.device)
+    for _ in range(warmup):
+        upscaler.upscale(frames)
+    _synchronize(upscaler.device)
+    model_seconds = time_model(upscaler, frames, repeats) / batch
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        upscale_pixels(upscaler, frame)
+        _synchronize(upscaler.device)
+        samples.append(time.perf_counter() - started)
+    end_to_end = statistics.median(samples)
+    if upscaler.device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(upscaler.device) / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return BenchResult((width * scale, height * scale), batch, upscaler.stats.tile_size, str(upscaler.device),
+                       upscaler.precision, model_seconds * 1000, end_to_end * 1000, peak)
