@@ -1,0 +1,113 @@
+"""Faithfulness on real data: benchmark PSNR/SSIM against the official code, and tiling without seams.
+
+Scores come from ../shared/reference/official_scores.json (the official code with the official
+weights). Cheap networks are scored on all of Set5 and Set14 (means within 0.01 dB, the acceptance
+bound); expensive ones on their smallest images, compared image by image, which is a stricter test
+per image and keeps CI within its time budget. LIGHTSR_FULL_EVAL=1 scores everything in full.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lightsr_cli import pipeline
+from lightsr_cli.media.images import read_image
+from lightsr_cli.metrics import crop_to_match, psnr_y
+from lightsr_cli.registry import CARDS, get_card
+from tests.seams import SeamMeter
+
+FULL = os.environ.get("LIGHTSR_FULL_EVAL") == "1"
+# Seconds per 128x128 forward on the reference CPU (official_scores.json) above which only the
+# smallest images are scored in a normal run.
+EXPENSIVE_SECONDS = 1.0
+SUBSET_IMAGES = 2
+
+SCORED = [card.id for card in CARDS if card.reference_psnr]
+
+
+@pytest.fixture(scope="module")
+def reference(shared_dir: Path) -> dict:
+    return json.loads((shared_dir / "reference" / "official_scores.json").read_text())["checkpoints"]
+
+
+@pytest.fixture
+def mirror(official_weights, monkeypatch):
+    monkeypatch.setenv("LIGHTSR_WEIGHTS_MIRROR", str(official_weights))
+
+
+def _reference_entry(reference: dict, card) -> dict:
+    stem = Path(card.checkpoint.filename).stem
+    return reference[f"{card.arch}/{stem}"]
+
+
+def _smallest(folder: Path, count: int) -> list[Path]:
+    sizes = {path: np.prod(read_image(path).shape[:2]) for path in sorted(folder.iterdir())}
+    return sorted(sizes, key=sizes.get)[:count]
+
+
+def _engine(model_id: str, tile: int | None = 0):
+    return pipeline.load_upscaler(get_card(model_id), pipeline.EngineChoice(device="cpu", precision="fp32", tile=tile))
+
+
+@pytest.mark.parametrize("model_id", SCORED)
+def test_benchmark_scores_match_the_official_code(model_id, reference, shared_dir, mirror):
+    card = get_card(model_id)
+    entry = _reference_entry(reference, card)
+    engine = _engine(model_id)
+    expensive = entry["cpu_time_128x128"]["model_seconds_median_of_3"] > EXPENSIVE_SECONDS
+    for dataset in ("Set5", "Set14"):
+        official = entry["benchmarks"][dataset]
+        if FULL or not expensive:
+            score = pipeline.evaluate(engine, shared_dir / "data" / "benchmarks" / dataset)
+            assert abs(score.psnr_y - official["psnr_y"]) <= 0.01, (dataset, score.psnr_y, official["psnr_y"])
+            assert abs(score.ssim_y - official["ssim_y"]) <= 0.001, (dataset, score.ssim_y, official["ssim_y"])
+            continue
+        root = shared_dir / "data" / "benchmarks" / dataset / f"x{card.scale}"
+        for lr_path in _smallest(root / "LR", SUBSET_IMAGES):
+            lr = pipeline._as_rgb(read_image(lr_path))
+            sr = pipeline._to_pixels(engine.upscale(pipeline._to_tensor(lr)), np.uint8)
+            hr = crop_to_match(pipeline._as_rgb(read_image(root / "HR" / lr_path.name)), sr)
+            measured = psnr_y(sr, hr, card.scale)
+            assert abs(measured - official["per_image_psnr_y"][lr_path.name]) <= 0.01, (dataset, lr_path.name)
+
+
+# One checkpoint per architecture, at x4 where it exists: tiled (64 px) versus whole-image inference.
+TILING_MODELS = ["bsrn-x4", "bsrn-s-x4", "plainusr-x4", "a2n-x3", "emt-x4"]
+
+
+@pytest.mark.parametrize("model_id", TILING_MODELS)
+def test_tiling_keeps_quality_and_shows_no_seams(model_id, reference, shared_dir, mirror):
+    card = get_card(model_id)
+    expensive = _reference_entry(reference, card)["cpu_time_128x128"]["model_seconds_median_of_3"] > EXPENSIVE_SECONDS
+    root = shared_dir / "data" / "benchmarks" / "Set14" / f"x{card.scale}"
+    whole_engine, tiled_engine = _engine(model_id, 0), _engine(model_id, 64)
+    naive_engine = _engine(model_id, 64)
+    naive_engine.spec = dataclasses.replace(naive_engine.spec, tile_overlap=0)  # control: cut, no overlap
+    patch = tiled_engine._patch_size(64)
+    names = sorted(p.name for p in (root / "LR").iterdir())
+    if expensive and not FULL:  # the smallest images that are still cut into several tiles
+        tiled_sizes = {n: np.prod(read_image(root / "LR" / n).shape[:2]) for n in names}
+        names = sorted((n for n in names if min(read_image(root / "LR" / n).shape[:2]) > patch), key=tiled_sizes.get)[:2]
+    psnr_whole, psnr_tiled = [], []
+    seams, naive_seams = SeamMeter(), SeamMeter()
+    for name in names:
+        lr = pipeline._as_rgb(read_image(root / "LR" / name))
+        hr = pipeline._as_rgb(read_image(root / "HR" / name))
+        whole = pipeline._to_pixels(whole_engine.upscale(pipeline._to_tensor(lr)), np.uint8)
+        tiled = pipeline._to_pixels(tiled_engine.upscale(pipeline._to_tensor(lr)), np.uint8)
+        naive = pipeline._to_pixels(naive_engine.upscale(pipeline._to_tensor(lr)), np.uint8)
+        hr = crop_to_match(hr, whole)
+        psnr_whole.append(psnr_y(whole, hr, card.scale))
+        psnr_tiled.append(psnr_y(tiled, hr, card.scale))
+        seams.add(tiled, whole, patch, tiled_engine.spec.tile_overlap, card.scale)
+        naive_seams.add(naive, whole, naive_engine._patch_size(64), 0, card.scale)
+    assert abs(np.mean(psnr_tiled) - np.mean(psnr_whole)) <= 0.02
+    assert seams.ratio() < 1.5, seams.ratio()
+    # The meter does see seams: cutting without overlap produces them.
+    assert naive_seams.ratio() > seams.ratio()
