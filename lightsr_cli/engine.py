@@ -90,6 +90,18 @@ def _available_host_bytes() -> int:
         return 4 << 30
 
 
+def _split_by_shape(chunk, row_spans, col_spans) -> list[list]:
+    """Split a run of (sorted) tile jobs where the crop shape changes: a batch must be one shape."""
+    parts: list[list] = []
+    for job in chunk:
+        shape = (row_spans[job[1]].length, col_spans[job[2]].length)
+        if parts and shape == (row_spans[parts[-1][0][1]].length, col_spans[parts[-1][0][2]].length):
+            parts[-1].append(job)
+        else:
+            parts.append([job])
+    return parts
+
+
 def _is_out_of_memory(error: BaseException) -> bool:
     if isinstance(error, torch.cuda.OutOfMemoryError):
         return True
@@ -204,8 +216,9 @@ class Upscaler:
     def _upscale_tiled(self, images: torch.Tensor, tile: int, reporter: Reporter) -> torch.Tensor:
         count, channels, height, width = images.shape
         patch = self._patch_size(tile)
-        row_spans = plan_spans(height, patch, self.spec.tile_overlap)
-        col_spans = plan_spans(width, patch, self.spec.tile_overlap)
+        align = max(self.spec.tile_multiple, 1)
+        row_spans = plan_spans(height, patch, self.spec.tile_overlap, align)
+        col_spans = plan_spans(width, patch, self.spec.tile_overlap, align)
         tiles = [(r, c) for r in range(len(row_spans)) for c in range(len(col_spans))]
         self.stats.tile_size = patch if len(tiles) > 1 else 0
         self.stats.tiles += len(tiles) * count
@@ -215,11 +228,14 @@ class Upscaler:
         ramps = {} if single else {(r, c): torch.from_numpy(np.outer(
             blend_ramp(row_spans, r, s, self.spec.tile_overlap), blend_ramp(col_spans, c, s, self.spec.tile_overlap)))
                                    for r, c in tiles}
-        jobs = [(n, r, c) for n in range(count) for (r, c) in tiles]
+        # Tiles of equal shape go through together (aligned tilings have shorter last rows/columns).
+        jobs = sorted(((n, r, c) for n in range(count) for (r, c) in tiles),
+                      key=lambda job: (row_spans[job[1]].length, col_spans[job[2]].length))
+        chunks = [jobs[i:i + self.batch] for i in range(0, len(jobs), self.batch)]
+        chunks = [part for chunk in chunks for part in _split_by_shape(chunk, row_spans, col_spans)]
         progress = reporter.task("tiles", total=len(jobs), unit="tile") if len(jobs) > self.batch else None
         try:
-            for start in range(0, len(jobs), self.batch):
-                chunk = jobs[start:start + self.batch]
+            for chunk in chunks:
                 crops = torch.stack([images[n, :, row_spans[r].start:row_spans[r].stop,
                                             col_spans[c].start:col_spans[c].stop] for n, r, c in chunk])
                 results = self._forward_guarded(crops)

@@ -32,14 +32,19 @@ class Tile:
     cols: Span
 
 
-def plan_spans(length: int, tile: int, context: int) -> list[Span]:
-    """Equal-length spans covering [0, length) with overlaps of at least 2 * context.
+def plan_spans(length: int, tile: int, context: int, align: int = 1) -> list[Span]:
+    """Spans of length ``tile`` covering [0, length) with overlaps of at least 2 * context.
 
-    ``tile`` <= 0 or >= length gives one span over the whole axis.
+    ``tile`` <= 0 or >= length gives one span over the whole axis. With ``align`` 1 the spans are
+    spread evenly and all have the same length, so they batch together. With ``align`` > 1 (windowed
+    attention) every span starts on a multiple of ``align``, so its windows sit on the same grid as
+    the whole image's; the last span then ends at the border and may be shorter.
     """
     if tile <= 0 or tile >= length:
         return [Span(0, length)]
     overlap = min(2 * context, tile - 1)
+    if align > 1:
+        return _aligned_spans(length, tile, overlap, align)
     stride = tile - overlap
     count = math.ceil((length - overlap) / stride)
     if count <= 1:
@@ -49,8 +54,16 @@ def plan_spans(length: int, tile: int, context: int) -> list[Span]:
     return [Span(start, start + tile) for start in starts]
 
 
-def plan_tiles(height: int, width: int, tile: int, context: int) -> list[Tile]:
-    return [Tile(rows, cols) for rows in plan_spans(height, tile, context) for cols in plan_spans(width, tile, context)]
+def _aligned_spans(length: int, tile: int, overlap: int, align: int) -> list[Span]:
+    step = max(align, (tile - overlap) // align * align)
+    last = math.ceil((length - tile) / align) * align  # the first aligned start whose span reaches the border
+    starts = list(range(0, last, step)) + [last]
+    return [Span(start, min(start + tile, length)) for start in starts]
+
+
+def plan_tiles(height: int, width: int, tile: int, context: int, align: int = 1) -> list[Tile]:
+    return [Tile(rows, cols) for rows in plan_spans(height, tile, context, align)
+            for cols in plan_spans(width, tile, context, align)]
 
 
 def blend_ramp(spans: list[Span], index: int, scale: int, context: int) -> np.ndarray:

@@ -90,10 +90,12 @@ def test_tiling_keeps_quality_and_shows_no_seams(model_id, reference, shared_dir
     naive_engine = _engine(model_id, 64)
     naive_engine.spec = dataclasses.replace(naive_engine.spec, tile_overlap=0)  # control: cut, no overlap
     patch = tiled_engine._patch_size(64)
-    names = sorted(p.name for p in (root / "LR").iterdir())
-    if expensive and not FULL:  # the smallest images that are still cut into several tiles
-        tiled_sizes = {n: np.prod(read_image(root / "LR" / n).shape[:2]) for n in names}
-        names = sorted((n for n in names if min(read_image(root / "LR" / n).shape[:2]) > patch), key=tiled_sizes.get)[:2]
+    # Only images larger than one patch are cut into tiles (smaller ones come out identical), so the
+    # PSNR bound is checked on them alone: stricter than diluting it with untouched images.
+    sizes = {p.name: read_image(p).shape[:2] for p in sorted((root / "LR").iterdir())}
+    names = sorted((n for n, hw in sizes.items() if max(hw) > patch), key=lambda n: np.prod(sizes[n]))
+    if expensive and not FULL:
+        names = names[:2]
     psnr_whole, psnr_tiled = [], []
     seams, naive_seams = SeamMeter(), SeamMeter()
     for name in names:
@@ -101,12 +103,13 @@ def test_tiling_keeps_quality_and_shows_no_seams(model_id, reference, shared_dir
         hr = pipeline._as_rgb(read_image(root / "HR" / name))
         whole = pipeline._to_pixels(whole_engine.upscale(pipeline._to_tensor(lr)), np.uint8)
         tiled = pipeline._to_pixels(tiled_engine.upscale(pipeline._to_tensor(lr)), np.uint8)
-        naive = pipeline._to_pixels(naive_engine.upscale(pipeline._to_tensor(lr)), np.uint8)
         hr = crop_to_match(hr, whole)
         psnr_whole.append(psnr_y(whole, hr, card.scale))
         psnr_tiled.append(psnr_y(tiled, hr, card.scale))
         seams.add(tiled, whole, patch, tiled_engine.spec.tile_overlap, card.scale)
-        naive_seams.add(naive, whole, naive_engine._patch_size(64), 0, card.scale)
+        if len(naive_seams.counts) == 0 or naive_seams.counts.get("other", 0) < 2000:  # a control needs few images
+            naive = pipeline._to_pixels(naive_engine.upscale(pipeline._to_tensor(lr)), np.uint8)
+            naive_seams.add(naive, whole, naive_engine._patch_size(64), 0, card.scale)
     assert abs(np.mean(psnr_tiled) - np.mean(psnr_whole)) <= 0.02
     assert seams.ratio() < 1.5, seams.ratio()
     # The meter does see seams: cutting without overlap produces them.

@@ -46,3 +46,18 @@ def test_pick_tile_size_uses_whole_image_when_it_fits():
     side = pick_tile_size(500, 400, 100 * 100, 8, 32)
     assert side == 96 and side % 8 == 0
     assert pick_tile_size(500, 400, 10, 8, 32) == 32
+
+
+@pytest.mark.parametrize("length", [100, 129, 250, 511])
+@pytest.mark.parametrize("patch,context,align", [(64, 16, 32), (96, 16, 32), (96, 32, 8)])
+def test_aligned_spans_start_on_the_grid_and_cover_with_overlap(length, patch, context, align):
+    spans = plan_spans(length, patch, context, align)
+    assert spans[0].start == 0 and spans[-1].stop == length
+    assert all(span.start % align == 0 for span in spans)
+    assert all(span.length == patch for span in spans[:-1]) and spans[-1].length <= patch
+    for left, right in zip(spans, spans[1:]):
+        assert left.stop - right.start >= min(2 * context, patch - 1)
+    total = np.zeros(length * 2)
+    for index, span in enumerate(spans):
+        total[span.start * 2: span.stop * 2] += blend_ramp(spans, index, 2, context)
+    np.testing.assert_allclose(total, 1.0, atol=1e-6)

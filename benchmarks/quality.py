@@ -1,0 +1,51 @@
+"""Score every model with weights on Set5/Set14 (PSNR-Y/SSIM-Y, the papers' protocol) and write a results file.
+
+    LIGHTSR_WEIGHTS_MIRROR=../shared/weights/official python benchmarks/quality.py \\
+        --benchmarks ../shared/data/benchmarks --out benchmarks/results-quality.json [--models ...] [--tta ...]
+
+Each row puts our measured score next to the official code's (official_scores.json) and the
+difference; --tta models are also scored with the 8-way self-ensemble on Set5. Rows are appended
+as they finish, so a long run can be stopped and restarted (finished rows are skipped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from lightsr_cli.pipeline import EngineChoice, evaluate, load_upscaler
+from lightsr_cli.registry import CARDS, get_card
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--benchmarks", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--models", nargs="*", default=[c.id for c in CARDS if c.reference_psnr])
+    parser.add_argument("--datasets", nargs="*", default=["Set5", "Set14"])
+    parser.add_argument("--tta", nargs="*", default=[], help="models to score with --tta on Set5 as well")
+    args = parser.parse_args()
+    rows = json.loads(args.out.read_text()) if args.out.exists() else []
+    done = {(r["model"], r["dataset"], r["tta"]) for r in rows}
+    jobs = [(m, d, False) for m in args.models for d in args.datasets] + [(m, "Set5", True) for m in args.tta]
+    for model_id, dataset, tta in jobs:
+        if (model_id, dataset, tta) in done:
+            continue
+        card = get_card(model_id)
+        engine = load_upscaler(card, EngineChoice(device="cpu", precision="fp32", tile=0, tta=tta))
+        started = time.perf_counter()
+        score = evaluate(engine, args.benchmarks / dataset)
+        official = card.reference_psnr.get(dataset)
+        rows.append({"model": model_id, "dataset": dataset, "tta": tta, "psnr_y": round(score.psnr_y, 4),
+                     "ssim_y": round(score.ssim_y, 4), "official_psnr_y": official,
+                     "official_ssim_y": card.reference_ssim.get(dataset),
+                     "diff_db": round(score.psnr_y - official, 4) if official is not None else None,
+                     "seconds": round(time.perf_counter() - started, 1)})
+        args.out.write_text(json.dumps(rows, indent=1) + "\n")
+        print(json.dumps(rows[-1]), flush=True)
+
+
+if __name__ == "__main__":
+    main()
