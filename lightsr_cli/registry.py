@@ -16,6 +16,15 @@ from .errors import ModelError, UsageError
 SCALES = (2, 3, 4)
 PRESETS = ("fast", "balanced", "quality")
 
+# Short citations per architecture family (the full titles live in each arch's ArchSpec.paper).
+PAPERS = {
+    "BSRN": "Li et al., BSRN, CVPRW 2022",
+    "A2N": "Chen et al., A2N, arXiv 2021",
+    "EMT": "Zheng et al., EMT, arXiv 2023",
+    "PlainUSR": "Wang et al., PlainUSR, ACCV 2024",
+    "GRL": "Li et al., GRL, CVPR 2023",
+}
+
 
 @dataclass(frozen=True)
 class Checkpoint:
@@ -50,6 +59,11 @@ class ModelCard:
     """PSNR-Y the official code measured (dataset -> dB), plain full-image forward."""
     reference_ssim: Mapping[str, float] = field(default_factory=dict)
     note: str = ""
+
+    @property
+    def measured_psnr(self) -> Mapping[str, float]:
+        """PSNR-Y we measured with `lightsr eval` (CPU, fp32), dataset -> dB; see MEASURED_PSNR."""
+        return MEASURED_PSNR.get(self.id, {})
 
     @property
     def mirror_path(self) -> str:
@@ -191,6 +205,9 @@ def _grl(variant: str, scale: int) -> ModelCard:
 
 
 _GRL_CARDS = [_grl(variant, scale) for variant in ("tiny", "small", "base") for scale in SCALES]
+
+# Measured by benchmarks/quality.py (`lightsr eval`, CPU fp32, whole images); results-quality.json.
+MEASURED_PSNR: Mapping[str, Mapping[str, float]] = {}
 
 CARDS: tuple[ModelCard, ...] = tuple(_BSRN_CARDS + _A2N_CARDS + _EMT_CARDS + _PLAINUSR_CARDS + _GRL_CARDS)
 _BY_ID = {card.id: card for card in CARDS}

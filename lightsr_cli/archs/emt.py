@@ -423,17 +423,42 @@ def detect(state_dict: StateDict) -> dict[str, Any] | None:
     }
 
 
+# Traits, as measured (CPU, official x2/x4 weights, Set14):
+# * min_size 17: reflect padding to a 32-px window needs pad < size (16 px fails, 17 works).
+# * size_multiple 1: every attention layer pads itself; any size >= 17 runs.
+# * tile_multiple 32 and tile_overlap 32: 32-multiple patches fill whole 32x8/8x32 windows (no
+#   reflect-padded rows inside a patch), and tile starts that are 32-multiples share the whole
+#   image's window grid. 64-px tiles of a 128x192 LR image vs the whole-image run, away from the image
+#   border: overlap 16 -> up to 4.5/255 at the seams (54.7 dB vs whole), 32 -> <= 1.5/255
+#   (58.2 dB), 64 -> <= 0.3/255 (65.8 dB). Near the image border tiles differ by up to ~4-6/255 at
+#   any overlap because the pixel mixer wraps around the (whole image vs tile) border. Through
+#   engine.Upscaler (160x224 LR, x2): overlap 16 -> 54.7 dB PSNR-Y vs whole, 32 -> 55.3-55.6 dB.
+#   Where a tile starts matters more than its overlap: a crop of Set14 x4 img_002 starting 32 rows
+#   down reproduces the whole-image output to 0.035/255 mean (2.6 max) 16-48 px inside it, one
+#   starting 8, 16 or 24 rows down only to ~0.24/255 mean (~8 max), because its windows (and the
+#   unshifted/shifted layer roles) no longer coincide with the whole image's.
+# * activation_bytes_per_pixel: peak RSS growth of a CPU forward is ~9.2 KB per LR pixel in fp32 and
+#   ~7.5 KB in fp16 (the window logits and softmax, 2 x 3 KB/px, stay fp32 in either). The engine
+#   scales this figure by itemsize/4, so it is set to cover the fp16 case.
+# * fp16_safe: with the fp32 attention core, fp16 stays finite everywhere tried (incl. dithered and
+#   noise inputs whose logits pass 65504, where a plain .half() gives all-NaN) and is within ~1/255
+#   of fp32 on natural images (58-62 dB vs fp32; Set14 PSNR-Y vs HR unchanged within 5e-4 dB).
+#   On 1-px dithers and very strong noise the official fp32 network is itself unstable (logits
+#   ~1e5, outputs far outside [0,255]); there every precision gives a different, equally bad image.
+# * bf16_safe False: finite, but 8 mantissa bits leave max errors of 3-15/255 on clean Set14 crops
+#   (47-54 dB vs fp32) and ~130/255 on a noisy one; fp16 is the reduced precision to use.
 SPEC = ArchSpec(
     name="EMT",
     build=build,
     input_range=255.0,
     min_size=17,
     size_multiple=1,
-    tile_overlap=16,
+    tile_overlap=32,
     tile_multiple=32,
-    fp16_safe=False,
+    fp16_safe=True,
     bf16_safe=False,
     prepare_state_dict=prepare_state_dict,
     detect=detect,
     paper="Efficient Mixed Transformer for Single Image Super-Resolution (arXiv 2023)",
+    activation_bytes_per_pixel=20480,
 )

@@ -227,29 +227,35 @@ def _region_labels(size: _Pair, window: _Pair, shift: _Pair) -> torch.Tensor:
 
 
 class _ShiftMask:
-    """The -100 penalty of shifted-window attention, kept only for windows that need it.
+    """The -100 penalty of shifted-window attention, for the windows that need it.
 
-    ``windows`` indexes the windows (within one image) holding more than one region; ``values``
-    is ``len(windows) x N_query x N_key`` of 0 / -100. Every other window would get zeros.
+    Upstream stores ``num_windows x N_query x N_key`` penalties (0 or -100) and adds them to
+    every window. Only windows that hold more than one region have non-zero entries, so only
+    their region labels are kept (``windows`` indexes them within one image) and the penalty is
+    expanded when it is added. Adding zero elsewhere would not change any logit.
     """
 
     def __init__(self, query_labels: torch.Tensor, key_labels: torch.Tensor) -> None:
         self.windows_per_image = query_labels.shape[0]
         both = torch.cat([query_labels, key_labels], dim=1)
         self.windows = torch.nonzero(both.amax(dim=1) != both.amin(dim=1)).flatten()
-        differs = query_labels[self.windows, :, None] != key_labels[self.windows, None, :]
-        self.values = torch.zeros(differs.shape).masked_fill_(differs, _SHIFT_PENALTY)
+        self.query_labels = query_labels[self.windows]
+        self.key_labels = key_labels[self.windows]
 
     def to(self, device: torch.device) -> "_ShiftMask":
         self.windows = self.windows.to(device)
-        self.values = self.values.to(device)
+        self.query_labels = self.query_labels.to(device)
+        self.key_labels = self.key_labels.to(device)
         return self
 
     def add_to(self, logits: torch.Tensor) -> torch.Tensor:
         """``logits``: ``(B*num_windows) x heads x N_query x N_key`` (fp32), updated in place."""
         if self.windows.numel():
+            differs = self.query_labels[:, :, None] != self.key_labels[:, None, :]
+            penalty = torch.zeros(differs.shape, dtype=logits.dtype, device=logits.device)
+            penalty.masked_fill_(differs, _SHIFT_PENALTY)
             per_image = logits.view(-1, self.windows_per_image, *logits.shape[1:])
-            per_image[:, self.windows] += self.values[None, :, None]
+            per_image[:, self.windows] += penalty[None, :, None]
         return logits
 
 
@@ -340,10 +346,12 @@ class _AttentionLogits(nn.Module):
         heads = cosine.shape[1]
         # ``cosine`` is a fresh fp32 tensor owned by the caller, so it is updated in place.
         logits = cosine.mul_(torch.clamp(self.logit_scale.float(), max=_MAX_LOG_SCALE).exp())
-        # Squash the per-offset bias before gathering it for every (query, key) pair: the same
-        # elementwise values as squashing after the gather, on a table instead of N_q x N_k.
-        per_offset = (16 * torch.sigmoid(self.cpb_mlp(table).view(-1, heads))).t().contiguous()
-        logits.add_(per_offset[:, index])  # heads x N_q x N_k, broadcast over windows
+        # Gather the per-offset bias for every (query, key) pair straight into heads x N_q x N_k
+        # (from the transposed table, so the result is contiguous without a permute), then squash.
+        # Squashing the small table first would be cheaper but not bit-identical on CPU, where
+        # vectorised and scalar sigmoid paths can differ in the last bit.
+        per_offset = self.cpb_mlp(table).view(-1, heads).t().contiguous()
+        logits.add_(16 * torch.sigmoid(per_offset[:, index]))  # broadcast over windows
         if mask is not None:
             mask.add_to(logits)
         return logits
@@ -547,7 +555,9 @@ class _LocalBranch(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, size: _Pair) -> torch.Tensor:
-        return _map_to_tokens(self.cab(_tokens_to_map(x, size)))
+        # A contiguous NCHW map, as upstream feeds it (the token view would be channels-last, and
+        # the convolutions may then take a different, equally valid but not bit-identical path).
+        return _map_to_tokens(self.cab(_tokens_to_map(x, size).contiguous()))
 
 
 class _Mlp(nn.Module):

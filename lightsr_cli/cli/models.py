@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import List
 
 from ..errors import UsageError
-from ..registry import CARDS, PRESET_MODELS, get_card
+from ..registry import CARDS, PAPERS, PRESET_MODELS, get_card
 from . import options
 from .app import app, handles_errors
 from .render import print_json, stdout_table
@@ -29,12 +29,14 @@ def model_rows() -> list[dict]:
     from ..weights import cached_status
 
     presets = _presets_by_model()
+    shown = {"missing": "download", "corrupt": "corrupt (re-download)"}
     return [{
-        "id": card.id, "arch": card.arch, "scale": card.scale, "params": card.params,
-        "set5_psnr": card.reference_psnr.get("Set5"), "set14_psnr": card.reference_psnr.get("Set14"),
-        "license": card.license.split(" ")[0], "weights": cached_status(card),
+        "id": card.id, "arch": card.arch, "scale": card.scale, "params": card.params, "paper": PAPERS[card.arch],
+        "set5_psnr": card.measured_psnr.get("Set5"), "set14_psnr": card.measured_psnr.get("Set14"),
+        "official_set14_psnr": card.reference_psnr.get("Set14"),
+        "license": card.license.split(" ")[0], "weights": shown.get(status, status),
         "presets": ",".join(presets.get(card.id, [])),
-    } for card in CARDS]
+    } for card in CARDS for status in [cached_status(card)]]
 
 
 @models_app.callback(invoke_without_command=True)
@@ -52,8 +54,8 @@ def list_models(ctx: typer.Context, as_json: bool = options.JSON) -> None:
     if as_json:
         print_json(rows)
         return
-    stdout_table("lightsr models (PSNR-Y in dB, official code; weights: embedded / cached / download)",
-                 ["id", "arch", "scale", "params", "set5_psnr", "set14_psnr", "license", "weights", "presets"], rows)
+    stdout_table("lightsr models (PSNR-Y in dB measured with `lightsr eval`; weights: embedded / cached / download)",
+                 ["id", "scale", "params", "paper", "set5_psnr", "set14_psnr", "license", "weights", "presets"], rows)
 
 
 def _cards(ids: List[str], every: bool):

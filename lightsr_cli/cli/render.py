@@ -92,7 +92,8 @@ def stdout_table(title: str, columns: list[str], rows: list[dict]) -> None:
 
     table = Table(title=title, title_justify="left")
     for column in columns:
-        table.add_column(column, justify="left" if column in ("dataset", "model", "id", "image") else "right")
+        numeric = all(isinstance(row.get(column), (int, float)) or row.get(column) is None for row in rows)
+        table.add_column(column, justify="right" if numeric else "left")
     for row in rows:
         table.add_row(*["" if row.get(c) is None else _cell(row.get(c)) for c in columns])
     Console(highlight=False, width=200 if not sys.stdout.isatty() else None).print(table)
