@@ -107,11 +107,11 @@ _BSRN_CARDS = [
 _A2N = dict(nf=40, unf=24, nb=16)
 
 
-def _a2n(scale, sha256, size, psnr, ssim, git_blob_sha1=None, note=""):
+def _a2n(scale, sha256, size, psnr, ssim, params=1036443, git_blob_sha1=None, note=""):
     filename = f"aan_x{scale}.pt"
     url = _github_raw("haoyuc/A2N", f"code/experiment/model/{filename}")
     return ModelCard(f"a2n-x{scale}", "A2N", scale, _A2N, Checkpoint(filename, url, sha256, size, git_blob_sha1),
-                     "none (no license in the upstream repository)", False, 1036443,
+                     "none (no license in the upstream repository)", False, params,
                      {"Set5": psnr[0], "Set14": psnr[1]} if psnr else {},
                      {"Set5": ssim[0], "Set14": ssim[1]} if ssim else {}, note)
 
@@ -123,7 +123,7 @@ _A2N_CARDS = [
     _a2n(3, "7fe6fa3a4b9d666f5b0afe2c9e91ce30551477114ffc7971c218c70899bc84ea", 4172225,
          (34.4684, 30.3863), (0.9278, 0.8424),
          note="published scores use EDSR forward_chop: Set5 34.4759, Set14 30.4400"),
-    _a2n(4, None, None, None, None, git_blob_sha1="4e9b8e575cefb11619338587c41a45a144a4cea5",
+    _a2n(4, None, None, None, None, params=1047459, git_blob_sha1="4e9b8e575cefb11619338587c41a45a144a4cea5",
          note="sha256 unknown: checked against the upstream git blob id"),
 ]
 
@@ -193,14 +193,38 @@ _PLAINUSR_CARDS = [_plainusr(size, scale) for size in _PLAINUSR_SIZES for scale 
 
 # --- GRL (MIT, ofsoundof/GRL-Image-Restoration, release v1.0.0) ------------------------------------
 
-_GRL_VARIANTS: dict[str, dict[str, Any]] = {}  # filled from lightsr_cli/archs/grl.py VARIANTS (copied as data)
+_GRL_VARIANTS: dict[str, dict[str, Any]] = {  # the official models/grl/grl_*.yaml SR configurations
+    "tiny": dict(
+        in_channels=3, embed_dim=64, depths=(4, 4, 4, 4), num_heads_window=(2, 2, 2, 2),
+        num_heads_stripe=(2, 2, 2, 2), window_size=32, stripe_size=(64, 64), stripe_shift=True,
+        mlp_ratio=2.0, qkv_bias=True, qkv_proj_type='linear', anchor_proj_type='avgpool',
+        anchor_window_down_factor=4, local_connection=False, upsampler='pixelshuffledirect',
+    ),
+    "small": dict(
+        in_channels=3, embed_dim=128, depths=(4, 4, 4, 4), num_heads_window=(2, 2, 2, 2),
+        num_heads_stripe=(2, 2, 2, 2), window_size=32, stripe_size=(64, 64), stripe_shift=True,
+        mlp_ratio=2.0, qkv_bias=True, qkv_proj_type='linear', anchor_proj_type='avgpool',
+        anchor_window_down_factor=4, local_connection=False, upsampler='pixelshuffle',
+    ),
+    "base": dict(
+        in_channels=3, embed_dim=180, depths=(4, 4, 8, 8, 8, 4, 4), num_heads_window=(3, 3, 3, 3, 3, 3, 3),
+        num_heads_stripe=(3, 3, 3, 3, 3, 3, 3), window_size=32, stripe_size=(64, 64), stripe_shift=True,
+        mlp_ratio=2.0, qkv_bias=True, qkv_proj_type='linear', anchor_proj_type='avgpool',
+        anchor_window_down_factor=2, local_connection=True, upsampler='pixelshuffle',
+    ),
+}
+
+
+# Parameter counts of our modules built with these configurations (checked in tests/archs/test_grl.py style).
+_GRL_PARAMS = {"tiny": {2: 885420, 3: 894075, 4: 906192}, "small": {2: 3340003, 3: 3524643, 4: 3487715},
+               "base": {2: 20053587, 3: 20238227, 4: 20201299}}
 
 
 def _grl(variant: str, scale: int) -> ModelCard:
     filename = f"sr_grl_{variant}_c3x{scale}.ckpt"
     url = f"https://github.com/ofsoundof/GRL-Image-Restoration/releases/download/v1.0.0/{filename}"
     return ModelCard(f"grl-{variant}-x{scale}", "GRL", scale, _GRL_VARIANTS.get(variant, {}),
-                     Checkpoint(filename, url, None, None), "MIT", True, None,
+                     Checkpoint(filename, url, None, None), "MIT", True, _GRL_PARAMS[variant][scale],
                      note="no sha256 published: unpinned, checked structurally by a strict load")
 
 

@@ -43,7 +43,7 @@ fixtures).
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -58,17 +58,21 @@ DEFAULT_FEATURE_GAIN = 1.0 / 255.0
 _LRELU_SLOPE = 0.2
 
 
-def _conv(x: torch.Tensor, conv: nn.Conv2d, gain: float, weight_scale: float = 1.0) -> torch.Tensor:
-    """``conv`` applied to features that are ``gain`` times their official value.
-
-    The bias is multiplied by ``gain`` so the output is ``gain`` times official, unless
-    ``weight_scale`` = 1/gain: then the output is on the official scale (used in front of a sigmoid).
-    """
-    weight = conv.weight if weight_scale == 1.0 else conv.weight * weight_scale
+def _conv(x: torch.Tensor, conv: nn.Conv2d, gain: float) -> torch.Tensor:
+    """``conv`` on features that are ``gain`` times official; the output is too (bias times gain)."""
     bias = conv.bias
-    if bias is not None and weight_scale == 1.0 and gain != 1.0:
+    if bias is not None and gain != 1.0:
         bias = bias * gain
-    return F.conv2d(x, weight, bias, conv.stride, conv.padding)
+    return F.conv2d(x, conv.weight, bias, conv.stride, conv.padding)
+
+
+def _gate_logits(x: torch.Tensor, conv: nn.Conv2d, gain: float) -> torch.Tensor:
+    """``conv`` on features that are ``gain`` times official, returning the official pre-sigmoid values.
+
+    The weight is divided by the gain and the bias is left as it is.
+    """
+    weight = conv.weight if gain == 1.0 else conv.weight * (1.0 / gain)
+    return F.conv2d(x, weight, conv.bias, conv.stride, conv.padding)
 
 
 class PixelGate(nn.Module):
@@ -79,7 +83,7 @@ class PixelGate(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
-        return x * torch.sigmoid(_conv(x, self.conv, gain, weight_scale=1.0 / gain))
+        return x * torch.sigmoid(_gate_logits(x, self.conv, gain))
 
 
 class GatedBranch(nn.Module):
@@ -98,7 +102,7 @@ class GatedBranch(nn.Module):
 
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
         gate = F.leaky_relu(self.k1(x), _LRELU_SLOPE)
-        gate = torch.sigmoid(_conv(gate, self.k2, gain, weight_scale=1.0 / gain))
+        gate = torch.sigmoid(_gate_logits(gate, self.k2, gain))
         return self.k4(self.k3(x) * gate)
 
 
@@ -166,7 +170,10 @@ class A2N(nn.Module):
             self.HRconv2 = nn.Conv2d(unf, unf, 3, padding=1)
         self.conv_last = nn.Conv2d(unf, out_nc, 3, padding=1)
 
-    def _up_stage(self, fea: torch.Tensor, factor: int, up: nn.Conv2d, gate: PixelGate, conv: nn.Conv2d, gain: float) -> torch.Tensor:
+    @staticmethod
+    def _up_stage(
+        fea: torch.Tensor, factor: int, up: nn.Conv2d, gate: PixelGate, conv: nn.Conv2d, gain: float
+    ) -> torch.Tensor:
         fea = F.interpolate(fea, scale_factor=factor, mode="nearest")
         fea = F.leaky_relu(gate(_conv(fea, up, gain), gain), _LRELU_SLOPE)
         return F.leaky_relu(_conv(fea, conv, gain), _LRELU_SLOPE)
@@ -269,7 +276,9 @@ def detect(state_dict: StateDict) -> dict[str, Any] | None:
     return {"scale": scale, "nf": nf, "unf": unf, "nb": nb}
 
 
-def forward_chop(model: nn.Module, x: torch.Tensor, scale: int, shave: int = 10, min_size: int = 160000) -> torch.Tensor:
+def forward_chop(
+    model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, scale: int, shave: int = 10, min_size: int = 160000
+) -> torch.Tensor:
     """Quadrant inference as in the EDSR test code that produced A2N's published scores.
 
     The input is cut into four corner patches of (half + ``shave``) pixels per side. A patch

@@ -42,12 +42,20 @@ windows): adding zero to the other windows, as upstream does, changes nothing.
 Precision: the cosine logits are multiplied by temperatures up to 100, so a bf16/fp16 rounding
 error of 2^-8 in the cosine becomes ~0.4 in a logit. Normalisation, logits, position bias and
 softmax therefore always run in fp32 (the probabilities are cast back to the caller's dtype
-before they weight the values). For fp32 inputs this is exactly the upstream computation. The
-residual stream itself is not normalised before the attention and MLP branches and grows with
-depth; with no real weights available offline its fp16 headroom is unverified, and other
-deployments keep it out of fp16 (spandrel marks GRL as not half-safe; vs-grlir keeps the residual
-stream in fp32 for its fp16 mode), hence ``fp16_safe=False``. bf16 has the fp32 exponent range,
-so with the attention in fp32 it is marked safe.
+before they weight the values). For fp32 inputs this is exactly the upstream computation (the
+tests find bit-identical outputs). The residual stream itself is not normalised before the
+attention and MLP branches and can grow with depth; with no real weights available offline its
+fp16 headroom is unverified, and other deployments keep it out of fp16 (spandrel marks GRL as not
+half-safe; vs-grlir keeps the residual stream in fp32 for its fp16 mode), hence
+``fp16_safe=False``. bf16 has the fp32 exponent range, so with the attention in fp32 it is marked
+safe.
+
+Engine traits (see ``SPEC``): the network pads itself (reflect, or zeros when the padding would
+exceed the image, as upstream), so any size is accepted (``min_size=1``, ``size_multiple=1``).
+Tiles are best kept at multiples of 64 = max(window, stripe) for every released model, otherwise
+the network pads each tile itself. Attention reaches across a 64x64 stripe (shifted by 32) in
+every block, so context flows across whole tiles; ``tile_overlap=32`` is the overlap upstream uses
+for its own tiled evaluation (``tile_overlap: 32`` in ``experiment/sr/grl/grl_p256.yaml``).
 """
 
 from __future__ import annotations
@@ -467,12 +475,14 @@ class _PooledReduction(nn.Module):
     def __init__(self, dim: int, down: int, pooling: str) -> None:
         super().__init__()
         self.down = down
-        self.pool = F.avg_pool2d if pooling == "avgpool" else F.max_pool2d
+        self.max_pool = pooling == "maxpool"
         self.reduction = nn.Linear(dim, dim // 2)
 
     def forward(self, x: torch.Tensor, size: _Pair) -> torch.Tensor:  # B x L x C -> B x h x w x C/2
         b, _, c = x.shape
-        pooled = self.pool(x.transpose(1, 2).reshape(b, c, size[0], size[1]), self.down, self.down)
+        grid = x.transpose(1, 2).reshape(b, c, size[0], size[1])
+        pool = F.max_pool2d if self.max_pool else F.avg_pool2d
+        pooled = pool(grid, self.down, self.down)
         out = self.reduction(pooled.flatten(2).transpose(1, 2))
         return out.view(b, size[0] // self.down, size[1] // self.down, -1)
 
@@ -725,7 +735,10 @@ class GRL(nn.Module):
         key = (size[0], size[1], str(device))
         geometry = self._geometry_cache.get(key)
         if geometry is None:
-            geometry = _Geometry(size, self.window_size, self.stripe_size, self.down, device)
+            # Plain tensors even when first called under inference_mode, so that the cache can
+            # be reused in any autograd mode.
+            with torch.inference_mode(False), torch.no_grad():
+                geometry = _Geometry(size, self.window_size, self.stripe_size, self.down, device)
             self._geometry_cache[key] = geometry
             while len(self._geometry_cache) > self._GEOMETRY_CACHE_SIZE:
                 self._geometry_cache.popitem(last=False)
@@ -814,7 +827,8 @@ def build(
         raise ValueError("GRL: embed_dim/2 must be divisible by every head count")
     pad = max(window_size, *stripe)
     down = anchor_window_down_factor
-    if window_size < 2 or any(pad % s for s in (window_size, *stripe)) or any(s % down or s // down < 2 for s in stripe):
+    tiles_exactly = all(pad % s == 0 for s in (window_size, *stripe))
+    if window_size < 2 or not tiles_exactly or any(s % down or s // down < 2 for s in stripe):
         raise ValueError(
             f"GRL: window {window_size} and stripes {stripe} must divide {pad}, and stripes must be "
             f"multiples of (and at least twice) the anchor down factor {down}"
@@ -970,8 +984,9 @@ def detect(state_dict: StateDict) -> dict[str, Any] | None:
         if not blocks or blocks != list(range(len(blocks))):
             return None
         depths.append(len(blocks))
-        heads_window.append(int(state_dict[f"layers.{i}.blocks.0.attn.window_attn.attn_transform.logit_scale"].shape[0]))
-        heads_stripe.append(int(state_dict[f"layers.{i}.blocks.0.attn.stripe_attn.attn_transform1.logit_scale"].shape[0]))
+        attn = f"layers.{i}.blocks.0.attn."
+        heads_window.append(int(state_dict[attn + "window_attn.attn_transform.logit_scale"].shape[0]))
+        heads_stripe.append(int(state_dict[attn + "stripe_attn.attn_transform1.logit_scale"].shape[0]))
     hidden = int(state_dict[block0 + "mlp.fc1.weight"].shape[0])
     local_connection = block0 + "conv.cab.0.weight" in state_dict
 

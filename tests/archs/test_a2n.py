@@ -81,17 +81,36 @@ def test_forward_chop_matches_official_chop(a2n_models, parity_dir: Path, scale:
     assert np.abs(data["sr_chop"] - data["sr"]).max() > 1e-3
 
 
-def test_forward_chop_recurses_and_handles_tiny_inputs(a2n_models) -> None:
-    model = a2n_models[2]
-    x = torch.rand(1, 3, 26, 30, generator=torch.Generator().manual_seed(0)) * 255.0
+@pytest.mark.parametrize("shape", [(26, 30), (27, 31), (40, 36)])
+def test_forward_chop_stitching_is_exact_for_a_local_model(shape: tuple[int, int]) -> None:
+    """With a purely local "network" (nearest upscaling) chopping must change nothing, at one level
+    (min_size large) and two levels of quadrants (min_size small), for odd and even sizes."""
+    h, w = shape
+    x = torch.arange(3 * h * w, dtype=torch.float32).reshape(1, 3, h, w)
+    calls: list[tuple[int, int]] = []
+
+    def local_model(t: torch.Tensor) -> torch.Tensor:
+        calls.append(tuple(t.shape[2:]))
+        return torch.nn.functional.interpolate(t, scale_factor=3, mode="nearest")
+
+    expected = local_model(x)
+    calls.clear()
+    assert torch.equal(forward_chop(local_model, x, 3, shave=5), expected)
+    assert len(calls) == 4
+    calls.clear()
+    two_level = forward_chop(local_model, x, 3, shave=5, min_size=300)
+    assert torch.equal(two_level, expected)
+    assert len(calls) == 16 and all(ph * pw < 300 for ph, pw in calls)
+
+
+def test_forward_chop_clamps_patches_to_tiny_inputs(a2n_models) -> None:
+    x = torch.rand(1, 3, 7, 9, generator=torch.Generator().manual_seed(0)) * 255.0
     with torch.inference_mode():
-        # 23x25 patches >= min_size 500: one more level of quadrants (13x15 patches).
-        nested = forward_chop(model, x, 2, shave=5, min_size=500)
-        tiny = forward_chop(model, x[:, :, :7, :9], 2)  # shave 10 exceeds the image: clamped
-        whole = model(x[:, :, :7, :9])
-    assert nested.shape == (1, 3, 52, 60) and torch.isfinite(nested).all()
-    # Patches larger than the image are the whole image, so chop == plain forward.
-    assert torch.allclose(tiny, whole, atol=1e-4)
+        chopped = forward_chop(a2n_models[2], x, 2)  # shave 10 exceeds the image
+        whole = a2n_models[2](x)
+    # Every patch is the whole image, so chop equals the plain forward.
+    assert chopped.shape == (1, 3, 14, 18)
+    assert torch.allclose(chopped, whole, atol=1e-4)
 
 
 def test_detect_a2n_files(a2n_state) -> None:
@@ -133,11 +152,11 @@ def test_min_size_is_one_pixel() -> None:
     assert out.shape == (1, 3, 3, 3) and torch.isfinite(out).all()
 
 
-def _set14_crop(shared_dir: Path, scale: int) -> torch.Tensor:
+def _set14_crop(shared_dir: Path, scale: int, size: int = 48) -> torch.Tensor:
     cv2 = pytest.importorskip("cv2")
     img = cv2.imread(str(shared_dir / "data" / "benchmarks" / "Set14" / f"x{scale}" / "LR" / "img_003.png"))
     assert img is not None
-    crop = np.ascontiguousarray(img[64:160, 64:160, ::-1])  # a 96x96 RGB patch (the baboon's fur)
+    crop = np.ascontiguousarray(img[64 : 64 + size, 64 : 64 + size, ::-1])  # RGB patch of the baboon's face
     return torch.from_numpy(crop).permute(2, 0, 1)[None].float()
 
 
@@ -145,26 +164,34 @@ def _set14_crop(shared_dir: Path, scale: int) -> torch.Tensor:
 def test_reduced_precision_on_real_image(a2n_models, shared_dir: Path, dtype: torch.dtype) -> None:
     model = a2n_models[2]
     x = _set14_crop(shared_dir, 2)
+    low = build(scale=2)
+    low.load_state_dict(model.state_dict())
+    low = low.to(dtype)
     with torch.inference_mode():
         ref = model(x)
-        low = build(scale=2).to(dtype)
-        low.load_state_dict(model.state_dict())
-        out = low(x.to(dtype)).float()
-    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+        out = low(x.to(dtype))
+    assert out.dtype == dtype
+    out = out.float()
+    assert torch.isfinite(out).all()
     err = (out - ref).abs()
-    # bf16 stores 8 significant bits: an output near 255 is only resolved to ~1 level.
-    assert err.max() < (4.0 if dtype == torch.bfloat16 else 1.0)
-    assert err.mean() < (0.5 if dtype == torch.bfloat16 else 0.1)
+    # bf16 keeps 8 significant bits: an output near 255 is resolved only to ~1 level.
+    # Measured on 64x64 Set14 crops: bf16 mean 0.12-0.28 and max 1.5-10 levels; fp16 mean <= 0.04
+    # and max <= 0.9 levels.
+    max_tol, mean_tol, psnr_min = (16.0, 0.5, 45.0) if dtype == torch.bfloat16 else (2.0, 0.1, 55.0)
+    assert err.max().item() < max_tol
+    assert err.mean().item() < mean_tol
     mse = torch.mean((out.clamp(0, 255).round() - ref.clamp(0, 255).round()) ** 2).item()
-    assert 10 * np.log10(255.0**2 / max(mse, 1e-12)) > 45.0
+    assert 10 * np.log10(255.0**2 / max(mse, 1e-12)) > psnr_min
 
 
-def test_folded_range_keeps_features_small(a2n_models, shared_dir: Path) -> None:
-    """The reason fp16 is safe: the largest intermediate of the 0-255 network, ~1e4 on this patch,
-    becomes ~1e4/255 with the default feature gain."""
+def test_feature_gain_scales_features_not_outputs(a2n_models, shared_dir: Path) -> None:
+    """The range folding that gives fp16 its margin: trunk features shrink by exactly the gain
+    (255x), the output does not change."""
     model = a2n_models[2]
-    x = _set14_crop(shared_dir, 2)
+    x = _set14_crop(shared_dir, 2, size=32)
     peaks: dict[float, float] = {}
+    outputs: dict[float, torch.Tensor] = {}
+    gain = 1.0
 
     def hook(_module, _inputs, output) -> None:
         peaks[gain] = max(peaks.get(gain, 0.0), output.abs().max().item())
@@ -174,14 +201,14 @@ def test_folded_range_keeps_features_small(a2n_models, shared_dir: Path) -> None
         with torch.inference_mode():
             for gain in (1.0, 1.0 / 255.0):
                 model.feature_gain = gain
-                model(x)
+                outputs[gain] = model(x)
     finally:
         model.feature_gain = 1.0 / 255.0
-        for h in handles:
-            h.remove()
-    assert peaks[1.0] > 1000.0
-    assert peaks[1.0 / 255.0] == pytest.approx(peaks[1.0] / 255.0, rel=1e-3)
-    assert peaks[1.0 / 255.0] < 500.0
+        for handle in handles:
+            handle.remove()
+    assert peaks[1.0] > 100.0
+    assert peaks[1.0 / 255.0] == pytest.approx(peaks[1.0] / 255.0, rel=1e-4)
+    assert torch.allclose(outputs[1.0], outputs[1.0 / 255.0], atol=1e-3)
 
 
 def test_spec_traits() -> None:

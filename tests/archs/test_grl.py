@@ -104,6 +104,7 @@ def _shapes(state_dict) -> dict[str, tuple[int, ...]]:
 
 
 def _paired_models(reference_grl, scale: int, hp: dict[str, Any], seed: int = 0):
+    torch.manual_seed(seed)  # spandrel's own initialisation draws from the global generator
     theirs = _reference_model(reference_grl, scale, hp)
     _randomise(theirs, seed)
     ours = build(scale, **hp).eval()
@@ -150,10 +151,11 @@ def test_official_variants_match_reference(reference_grl, variant, scale):
 def test_base_blocks_match_reference(reference_grl):
     """GRL-base's layout (width 180, 3 heads, local conv branch, anchors pooled by 2) on one stage.
 
-    The full network repeats these four blocks 10 times; its keys and shapes are compared above
-    and the full-depth forward is the opt-in test below (minutes on a shared 2-core machine).
+    The full network stacks 7 such stages (40 blocks); its keys and shapes are compared above and
+    its full-depth forward is the opt-in test below (minutes on a shared 2-core machine).
     """
-    _compare_on_one_patch(reference_grl, dict(VARIANTS["base"], depths=[4], num_heads_window=[3], num_heads_stripe=[3]), 2)
+    one_stage = dict(VARIANTS["base"], depths=[4], num_heads_window=[3], num_heads_stripe=[3])
+    _compare_on_one_patch(reference_grl, one_stage, 2)
 
 
 @pytest.mark.skipif(
@@ -190,9 +192,18 @@ def test_every_upsampler_matches_reference_on_many_windows(reference_grl, overri
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("scale", "size"), [(2, (5, 7)), (3, (37, 29)), (4, (1, 66))])
-def test_output_is_scale_times_input(scale, size):
-    model = build(scale, **VARIANTS["tiny"]).eval()
+@pytest.mark.parametrize(
+    ("hp", "scale", "size"),
+    [
+        (VARIANTS["tiny"], 3, (37, 29)),  # reflect-padded to 64x64
+        (MICRO, 2, (5, 7)),  # padding larger than the image: zero-padded to 32x32
+        (dict(MICRO, upsampler="nearest+conv"), 4, (1, 66)),
+        (dict(MICRO, upsampler="pixelshuffle"), 4, (33, 17)),
+    ],
+    ids=["tiny-x3", "micro-x2", "micro-nearest-x4", "micro-pixelshuffle-x4"],
+)
+def test_output_is_scale_times_input(hp, scale, size):
+    model = build(scale, **hp).eval()
     with torch.no_grad():
         out = model(torch.rand(1, 3, *size))
     assert out.shape == (1, 3, size[0] * scale, size[1] * scale)
@@ -215,15 +226,17 @@ def test_attention_logits_are_fp32_for_low_precision_inputs():
 
 
 def test_bf16_forward_is_finite_and_close_to_fp32():
-    model = build(2, **VARIANTS["tiny"]).eval()
-    _randomise(model, seed=3)
-    x = torch.rand(1, 3, 36, 40, generator=torch.Generator().manual_seed(4))
+    """A smoke test only: random weights say little about real activations (see the module notes)."""
+    model = build(2, **MICRO).eval()
+    _randomise(model, seed=3, extreme_temperatures=False)
+    x = torch.rand(2, 3, 45, 70, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         reference = model(x)
-        low = model.to(torch.bfloat16)(x.bfloat16()).float()
+        low = model.to(torch.bfloat16)(x.bfloat16())
+    assert low.dtype == torch.bfloat16
     assert torch.isfinite(low).all()
-    relative = (low - reference).norm() / reference.norm()
-    assert relative < 0.05, relative
+    relative = (low.float() - reference).norm() / reference.norm()
+    assert relative < 0.03, relative
 
 
 def test_spec_traits():
@@ -247,7 +260,9 @@ def test_variants_are_plain_json():
 # --------------------------------------------------------------------------------------------
 
 
-def _upstream_size_buffers(window: int, stripe: tuple[int, int], down: int, size: int = 64) -> dict[str, torch.Tensor]:
+def _upstream_size_buffers(
+    window: int, stripe: tuple[int, int], down: int, size: int = 64
+) -> dict[str, torch.Tensor]:
     """Buffers shaped like the ones upstream saves (computed for a ``size`` x ``size`` patch)."""
     square = (window, window)
     buffers = {"table_w": grl._log_coords_table(square, 1), "index_w": grl._relative_index(square, 1, True)}
@@ -267,7 +282,10 @@ def _upstream_size_buffers(window: int, stripe: tuple[int, int], down: int, size
 def _lightning_checkpoint(model: torch.nn.Module, buffers: dict[str, torch.Tensor]) -> dict[str, Any]:
     state = {f"model.{k}": v.clone() for k, v in model.state_dict().items()}
     state.update({f"model.{k}": v for k, v in buffers.items()})
-    state.update({"current_val_metric": torch.tensor(30.0), "best_val_metric": torch.tensor(31.0), "best_iter": torch.tensor(5)})
+    # Lightning also saves the module's metric buffers next to the network.
+    state["current_val_metric"] = torch.tensor(30.0)
+    state["best_val_metric"] = torch.tensor(31.0)
+    state["best_iter"] = torch.tensor(5)
     return {"epoch": 3, "global_step": 1000, "state_dict": state, "hyper_parameters": {"lr": 1e-4}}
 
 
@@ -322,12 +340,14 @@ def _meta_state_dict(scale: int, hp: dict[str, Any]) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_detect_recovers_variant_and_scale(variant, scale):
-    state = prepare_state_dict({"state_dict": {f"model.{k}": v for k, v in _meta_state_dict(scale, VARIANTS[variant]).items()}})
+    weights = _meta_state_dict(scale, VARIANTS[variant])
+    state = prepare_state_dict({"state_dict": {f"model.{k}": v for k, v in weights.items()}})
     assert detect(state) == {"scale": scale, **VARIANTS[variant]}
 
 
 def test_detect_real_world_model():
-    hp = dict(VARIANTS["base"], upsampler="nearest+conv", window_size=16, stripe_size=[32, 64], anchor_window_down_factor=4)
+    hp = dict(VARIANTS["base"], upsampler="nearest+conv", window_size=16, stripe_size=[32, 64])
+    hp["anchor_window_down_factor"] = 4
     assert detect(_meta_state_dict(4, hp)) == {"scale": 4, **hp}
 
 
@@ -353,5 +373,5 @@ def test_detect_ignores_other_official_weights(official_weights):
 
 
 def test_release_file_names():
-    assert grl.RELEASE_FILES["tiny"] == {2: "sr_grl_tiny_c3x2.ckpt", 3: "sr_grl_tiny_c3x3.ckpt", 4: "sr_grl_tiny_c3x4.ckpt"}
+    assert grl.RELEASE_FILES["tiny"] == {s: f"sr_grl_tiny_c3x{s}.ckpt" for s in (2, 3, 4)}
     assert grl.RELEASE_FILES["base"][4] == "sr_grl_base_c3x4.ckpt"

@@ -107,6 +107,8 @@ def test_spec_traits():
     assert SPEC.name == "PlainUSR"
     assert SPEC.input_range == 1.0
     assert SPEC.min_size == 7 and SPEC.size_multiple == 1
+    # tile origins (k * tile - overlap) must stay on the 6-px importance-map grid
+    assert SPEC.tile_multiple % 6 == 0 and SPEC.tile_overlap % 6 == 0 and SPEC.tile_overlap >= 18
     assert SPEC.fp16_safe and SPEC.bf16_safe
     assert "ACCV 2024" in SPEC.paper
 
@@ -237,8 +239,42 @@ def test_low_precision_forward_close_to_fp32_on_real_image(official_weights, hot
         assert low.dtype == dtype
         low = low.float()
         assert torch.isfinite(low).all()
-        assert _psnr(low, ref) > (40.0 if dtype == torch.bfloat16 else 50.0)
+        # measured: bf16 50.1 dB, fp16 69.4 dB
+        assert _psnr(low, ref) > (45.0 if dtype == torch.bfloat16 else 60.0)
         if dtype == torch.float16:
             # Same network with the upstream fp16 soft pool: the hazard this module removes.
             monkeypatch.setattr(plainusr, "soft_pool2d", _upstream_soft_pool)
             assert not torch.isfinite(model(hot_crop.to(dtype))).all()
+
+
+# --- tiling --------------------------------------------------------------------------------------
+
+
+def _tiled(model: torch.nn.Module, x: torch.Tensor, tile: int, overlap: int, scale: int) -> torch.Tensor:
+    """Core tiles at multiples of ``tile``, each run with ``overlap`` px of context per side."""
+    _, _, h, w = x.shape
+    out = torch.zeros(1, 3, h * scale, w * scale)
+    for y0 in range(0, h, tile):
+        for x0 in range(0, w, tile):
+            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+            ya, xa, yb, xb = max(0, y0 - overlap), max(0, x0 - overlap), min(h, y1 + overlap), min(w, x1 + overlap)
+            sr = model(x[:, :, ya:yb, xa:xb])
+            out[:, :, y0 * scale : y1 * scale, x0 * scale : x1 * scale] = sr[
+                :, :, (y0 - ya) * scale : (y1 - ya) * scale, (x0 - xa) * scale : (x1 - xa) * scale
+            ]
+    return out
+
+
+def test_grid_aligned_tiling_stays_close_to_whole_image(official_weights, shared_dir):
+    cv2 = pytest.importorskip("cv2")
+    bgr = cv2.imread(str(shared_dir / "data" / "benchmarks" / "Set14" / "x4" / "LR" / "img_013.png"), cv2.IMREAD_COLOR)
+    x = torch.from_numpy(np.ascontiguousarray(bgr[:96, :96, ::-1]).astype(np.float32) / 255).permute(2, 0, 1)[None]
+    model = _model(official_weights, "PlainUSRS_Rep_x4")
+    tile = 8 * SPEC.tile_multiple
+    with torch.inference_mode():
+        whole = model(x)
+        aligned = _tiled(model, x, tile, SPEC.tile_overlap, 4)
+        misaligned = _tiled(model, x, tile, SPEC.tile_overlap - 4, 4)
+    # measured: 58.5 dB aligned (48 px tiles, 24 px overlap) vs 45.8 dB with a 20 px overlap
+    assert _psnr(aligned, whole) > 55.0
+    assert _psnr(aligned, whole) > _psnr(misaligned, whole) + 6.0
