@@ -6,7 +6,9 @@ PSNR-Y, and the resulting table is written into registry.PRESET_MODELS.
 Per scale:
 - quality  = the best PSNR, whatever the speed;
 - balanced = the best trade of PSNR against time: the highest PSNR - DB_PER_DOUBLING * log2(time),
-  i.e. a model must buy at least DB_PER_DOUBLING dB for every doubling of time to beat a faster one;
+  i.e. a model must buy at least DB_PER_DOUBLING dB for every doubling of time to beat a faster one.
+  Balanced is the default, so it is chosen among models whose weights lightsr may ship (`shippable`):
+  the default command must work on a machine with no network;
 - fast     = the best PSNR among models at least FAST_SPEEDUP times faster than balanced
   (the fastest model when none is).
 """
@@ -28,6 +30,8 @@ class Measured:
     """Set14 PSNR-Y in dB."""
     milliseconds: float
     """Time per frame at the benchmark size, on one device."""
+    shippable: bool = True
+    """The weights' license lets lightsr embed them (a balanced candidate)."""
 
 
 def _trade(model: Measured) -> float:
@@ -39,7 +43,7 @@ def pick_presets(models: list[Measured]) -> dict[int, dict[str, str]]:
     for scale in sorted({m.scale for m in models}):
         candidates = [m for m in models if m.scale == scale]
         quality = max(candidates, key=lambda m: (m.psnr, -m.milliseconds))
-        balanced = max(candidates, key=lambda m: (_trade(m), m.psnr))
+        balanced = max([m for m in candidates if m.shippable] or candidates, key=lambda m: (_trade(m), m.psnr))
         quick = [m for m in candidates if m.milliseconds * FAST_SPEEDUP <= balanced.milliseconds]
         fast = max(quick, key=lambda m: (m.psnr, -m.milliseconds)) if quick else min(candidates, key=lambda m: m.milliseconds)
         table[scale] = {"fast": fast.model_id, "balanced": balanced.model_id, "quality": quality.model_id}

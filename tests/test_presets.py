@@ -24,3 +24,9 @@ def test_shipped_presets_name_real_models_of_the_right_scale():
         assert set(presets) == {"fast", "balanced", "quality"}
         for model_id in presets.values():
             assert get_card(model_id).scale == scale
+
+
+def test_balanced_is_chosen_among_shippable_models():
+    table = pick_presets([Measured("free", 4, 28.7, 100), Measured("unlicensed", 4, 28.8, 50, shippable=False),
+                          Measured("quick", 4, 28.0, 10, shippable=False)])[4]
+    assert table == {"balanced": "free", "quality": "unlicensed", "fast": "quick"}
