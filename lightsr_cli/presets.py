@@ -7,8 +7,8 @@ Per scale:
 - quality  = the best PSNR, whatever the speed;
 - balanced = the best trade of PSNR against time: the highest PSNR - DB_PER_DOUBLING * log2(time),
   i.e. a model must buy at least DB_PER_DOUBLING dB for every doubling of time to beat a faster one.
-  Balanced is the default, so it is chosen among models whose weights lightsr may ship (`shippable`):
-  the default command must work on a machine with no network;
+  Balanced is the default, so it is chosen among the models whose weights ship inside lightsr
+  (`shippable`): the default command must work on a machine with no network;
 - fast     = the best PSNR among models at least FAST_SPEEDUP times faster than balanced
   (the fastest model when none is).
 """
@@ -31,7 +31,7 @@ class Measured:
     milliseconds: float
     """Time per frame at the benchmark size, on one device."""
     shippable: bool = True
-    """The weights' license lets lightsr embed them (a balanced candidate)."""
+    """The weights ship embedded in lightsr (a balanced candidate)."""
 
 
 def _trade(model: Measured) -> float:

@@ -236,12 +236,15 @@ MEASURED_PSNR: Mapping[str, Mapping[str, float]] = {}
 CARDS: tuple[ModelCard, ...] = tuple(_BSRN_CARDS + _A2N_CARDS + _EMT_CARDS + _PLAINUSR_CARDS + _GRL_CARDS)
 _BY_ID = {card.id: card for card in CARDS}
 
-# Presets per scale. Issue #6 re-picks these from measured speed and Set14 PSNR.
+# Presets per scale, picked by the rule in presets.py from measured CPU speed
+# (benchmarks/results-bench-cpu-320x180.json) and Set14 PSNR-Y (benchmarks/results-quality.json):
+# `python benchmarks/pick_presets.py benchmarks/results-bench-cpu-320x180.json benchmarks/results-quality.json`.
 PRESET_MODELS: Mapping[int, Mapping[str, str]] = {
-    2: {"fast": "bsrn-x2", "balanced": "bsrn-x2", "quality": "bsrn-x2"},
-    3: {"fast": "bsrn-x3", "balanced": "bsrn-x3", "quality": "bsrn-x3"},
-    4: {"fast": "bsrn-s-x4", "balanced": "bsrn-x4", "quality": "bsrn-x4"},
+    2: {"fast": "plainusr-x2", "balanced": "bsrn-x2", "quality": "emt-x2"},
+    3: {"fast": "a2n-x3", "balanced": "bsrn-x3", "quality": "emt-x3"},
+    4: {"fast": "plainusr-u-x4", "balanced": "bsrn-s-x4", "quality": "emt-x4"},
 }
+PRESETS_MEASURED_ON = "CPU (2 vCPU)"
 DEFAULT_PRESET = "balanced"
 DEFAULT_SCALE = 4
 
