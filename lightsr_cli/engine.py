@@ -138,6 +138,9 @@ class Upscaler:
         self.batch = batch
         self.tta = tta
         self.stats = EngineStats(notes=[precision_note] if precision_note else [])
+        if tile and tile < spec.min_tile:
+            self.stats.notes.append(f"{spec.name} needs tiles of at least {spec.min_tile} px to match whole-image "
+                                    f"quality; using {spec.min_tile} instead of {tile}")
         self.channels_last = self.device.type == "cuda"
         # Module.to() casts in place: keep the fp32 original for the NaN fallback.
         self._fp32_master = network
@@ -210,7 +213,7 @@ class Upscaler:
         if tile <= 0:
             return 0
         multiple = max(self.spec.tile_multiple, 1)
-        patch = max(tile + 2 * self.spec.tile_overlap, self.spec.min_size)
+        patch = max(max(tile, self.spec.min_tile) + 2 * self.spec.tile_overlap, self.spec.min_size)
         return math.ceil(patch / multiple) * multiple
 
     def _upscale_tiled(self, images: torch.Tensor, tile: int, reporter: Reporter) -> torch.Tensor:

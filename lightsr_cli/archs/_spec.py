@@ -45,5 +45,7 @@ class ArchSpec:
     detect: Callable[[StateDict], "dict[str, Any] | None"] | None = None
     """State dict (after prepare_state_dict) -> {"scale": s, **hyperparameters}, or None if not this arch."""
     paper: str = ""
+    min_tile: int = 0
+    """Smallest useful tile (LR px) for networks with whole-input statistics; smaller requests are raised."""
     activation_bytes_per_pixel: int = 16384
     """Rough peak fp32 activation memory per LR input pixel; sizes automatic tiles (halved on OOM)."""

@@ -330,4 +330,7 @@ SPEC = ArchSpec(
     prepare_state_dict=prepare_state_dict,
     detect=detect,
     paper="Attention in Attention Network for Image Super-Resolution (arXiv 2021)",
+    # Each attention-dropout module averages over its whole input, so every tile picks its own
+    # branch weights: 64 px tiles cost 0.06 dB on Set14 x3, 128 px tiles cost nothing measurable.
+    min_tile=128,
 )
