@@ -144,3 +144,23 @@ def test_device_and_precision_choices():
     assert dtype == torch.float32 and note
     with pytest.raises(UsageError):
         Upscaler(LocalNet(), _spec(), 2, device="cpu", batch=0)
+
+
+@pytest.mark.parametrize("arch", ["BSRN", "A2N", "EMT", "PlainUSR", "GRL"])
+def test_memory_format_trait_is_truthful(arch):
+    """Archs that claim channels_last must compute the same in it (the engine uses it on every device)."""
+    from lightsr_cli.archs import get_spec
+    from lightsr_cli.registry import CARDS
+
+    spec = get_spec(arch)
+    card = next(c for c in CARDS if c.arch == arch and c.scale == 2)
+    torch.manual_seed(0)
+    network = spec.build(scale=2, **dict(card.hyperparameters)).eval()
+    x = torch.rand(1, 3, 34, 38) * spec.input_range
+    with torch.inference_mode():
+        reference = network(x)
+        network = network.to(memory_format=torch.channels_last)
+        nhwc = network(x.contiguous(memory_format=torch.channels_last))
+    if not spec.channels_last:
+        pytest.skip(f"{arch} declares channels_last=False; the engine keeps it in NCHW")
+    torch.testing.assert_close(nhwc, reference, atol=1e-3 * spec.input_range, rtol=1e-3)

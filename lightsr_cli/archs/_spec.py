@@ -45,6 +45,8 @@ class ArchSpec:
     detect: Callable[[StateDict], "dict[str, Any] | None"] | None = None
     """State dict (after prepare_state_dict) -> {"scale": s, **hyperparameters}, or None if not this arch."""
     paper: str = ""
+    channels_last: bool = True
+    """Whether the network computes correctly (and faster) in the channels_last memory format."""
     min_tile: int = 0
     """Smallest useful tile (LR px) for networks with whole-input statistics; smaller requests are raised."""
     activation_bytes_per_pixel: int = 16384

@@ -461,4 +461,6 @@ SPEC = ArchSpec(
     detect=detect,
     paper="Efficient Mixed Transformer for Single Image Super-Resolution (arXiv 2023)",
     activation_bytes_per_pixel=20480,
+    # Its token mixers reinterpret memory layouts: channels_last weights give wrong outputs.
+    channels_last=False,
 )
