@@ -14,6 +14,7 @@ Absolute times vary between machines; the ratios measured in one run are what th
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import statistics
@@ -51,7 +52,7 @@ def _median_seconds(run, device: torch.device, repeats: int) -> float:
 
 def naive_seconds(network: torch.nn.Module, spec, frame: np.ndarray, device: torch.device, repeats: int) -> float:
     """Official-script style: fp32, NCHW, no_grad, whole frame, host array in and out."""
-    network = network.to(device, torch.float32).eval()
+    network = copy.deepcopy(network).to(device, torch.float32).to(memory_format=torch.contiguous_format).eval()
 
     def run():
         with torch.no_grad():
@@ -80,7 +81,7 @@ def measure_model(model_id: str, size: tuple[int, int], device: str, repeats: in
     engine = load_upscaler(card, EngineChoice(device=device))
     row = {"model": model_id, "input": f"{width}x{height}", "output": f"{width * card.scale}x{height * card.scale}",
            "engine_precision": engine.precision}
-    naive_network = engine._fp32_master  # the same weights, untouched by the engine's casting
+    naive_network = engine._fp32_master  # the same weights (copied to NCHW fp32 by naive_seconds)
     row["naive_s"] = naive_seconds(naive_network, engine.spec, frame, engine.device, repeats)
     row["engine_s"] = engine_seconds(engine, frame, repeats)
     if batch > 1:
