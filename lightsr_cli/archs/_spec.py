@@ -16,8 +16,10 @@ from torch import nn
 StateDict = Mapping[str, torch.Tensor]
 
 
-def keep_state_dict(state_dict: StateDict) -> dict[str, torch.Tensor]:
-    """Default checkpoint preparation: the keys already match the module."""
+def strip_module_prefix(state_dict: StateDict) -> dict[str, torch.Tensor]:
+    """Default checkpoint preparation: drop a DataParallel ``module.`` prefix shared by every key."""
+    if state_dict and all(key.startswith("module.") for key in state_dict):
+        return {key[len("module."):]: value for key, value in state_dict.items()}
     return dict(state_dict)
 
 
@@ -40,7 +42,7 @@ class ArchSpec:
     fp16_safe: bool
     """True when a plain .half() forward stays finite and accurate on real images."""
     bf16_safe: bool
-    prepare_state_dict: Callable[[StateDict], dict[str, torch.Tensor]] = keep_state_dict
+    prepare_state_dict: Callable[[StateDict], dict[str, torch.Tensor]] = strip_module_prefix
     """Official checkpoint -> state dict that loads strictly (strip prefixes, drop size-dependent buffers)."""
     detect: Callable[[StateDict], "dict[str, Any] | None"] | None = None
     """State dict (after prepare_state_dict) -> {"scale": s, **hyperparameters}, or None if not this arch."""

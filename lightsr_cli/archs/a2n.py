@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError
-from ._spec import ArchSpec, StateDict
+from ._spec import ArchSpec, StateDict, strip_module_prefix
 
 __all__ = ["A2N", "SPEC", "build", "detect", "forward_chop", "prepare_state_dict"]
 
@@ -213,9 +213,8 @@ def build(scale: int | None = None, nf: int = 40, unf: int = 24, nb: int = 16) -
     return A2N(scale=scale, nf=nf, unf=unf, nb=nb).eval()
 
 
-def prepare_state_dict(state_dict: StateDict) -> dict[str, torch.Tensor]:
-    """Official A2N files are plain state dicts; strip a DataParallel ``module.`` prefix if present."""
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state_dict.items()}
+# Official files are plain state dicts: the default preparation (strip "module.") fits.
+prepare_state_dict = strip_module_prefix
 
 
 _BLOCK_KEY = re.compile(r"^AAB_trunk\.(\d+)\.conv_first\.weight$")

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._spec import ArchSpec, StateDict
+from ._spec import ArchSpec, StateDict, strip_module_prefix
 
 VARIANTS = ("bsrn", "bsrn-s")
 
@@ -287,9 +287,8 @@ def build(
     ).eval()
 
 
-def prepare_state_dict(state_dict: StateDict) -> dict[str, torch.Tensor]:
-    """Strip a DataParallel ``module.`` prefix; the keys otherwise match the module as saved."""
-    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state_dict.items()}
+# Official files are plain state dicts: the default preparation (strip "module.") fits.
+prepare_state_dict = strip_module_prefix
 
 
 _BLOCK_KEY = re.compile(r"^B(\d+)\.")

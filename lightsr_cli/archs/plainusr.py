@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._spec import ArchSpec, StateDict
+from ._spec import ArchSpec, StateDict, strip_module_prefix
 
 LEAKY_SLOPE = 0.05
 POOL_KERNEL = 7
@@ -263,11 +263,8 @@ def build(
     ).eval()
 
 
-def prepare_state_dict(state_dict: StateDict) -> dict[str, torch.Tensor]:
-    """Official files are plain state dicts; strip a DataParallel ``module.`` prefix if present."""
-    if state_dict and all(k.startswith("module.") for k in state_dict):
-        return {k[len("module."):]: v for k, v in state_dict.items()}
-    return dict(state_dict)
+# Official files are plain state dicts: the default preparation (strip "module.") fits.
+prepare_state_dict = strip_module_prefix
 
 
 def _shape(state_dict: StateDict, key: str) -> tuple[int, ...] | None:
