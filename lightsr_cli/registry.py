@@ -238,7 +238,7 @@ MEASURED_PSNR: Mapping[str, Mapping[str, float]] = {
     "bsrn-s-x4": {"Set5": 32.1627, "Set14": 28.6367},
     "a2n-x2": {"Set5": 38.0603, "Set14": 33.7232},
     "a2n-x3": {"Set5": 34.4684, "Set14": 30.3863},
-    "emt-x2": {"Set5": 38.2944},
+    "emt-x2": {"Set5": 38.2944, "Set14": 34.1919},
     "emt-x3": {"Set5": 34.7982, "Set14": 30.6976},
     "emt-x4": {"Set5": 32.6401, "Set14": 28.9722},
     "plainusr-u-x2": {"Set5": 37.1016, "Set14": 32.7545},
