@@ -115,7 +115,7 @@ class EngineStats:
 
     tiles: int = 0
     tile_size: int = 0
-    """LR tile side used last (0 = whole image)."""
+    """LR patch side (tile plus context) used last; 0 = the whole image in one pass."""
     fp32_fallbacks: int = 0
     oom_retries: int = 0
     notes: list[str] = field(default_factory=list)

@@ -83,10 +83,8 @@ TILING_MODELS = ["bsrn-x4", "bsrn-s-x4", "plainusr-x4", "a2n-x3", "emt-x4"]
 
 
 @pytest.mark.parametrize("model_id", TILING_MODELS)
-def test_tiling_keeps_quality_and_shows_no_seams(model_id, reference, shared_dir, mirror):
+def test_tiling_keeps_quality_and_shows_no_seams(model_id, shared_dir, mirror):
     card = get_card(model_id)
-    expensive = (_reference_entry(reference, card)["cpu_time_128x128"]["model_seconds_median_of_3"] > EXPENSIVE_SECONDS
-                 and model_id not in ALWAYS_FULL)
     root = shared_dir / "data" / "benchmarks" / "Set14" / f"x{card.scale}"
     whole_engine, tiled_engine = _engine(model_id, 0), _engine(model_id, 64)
     naive_engine = _engine(model_id, 64)
@@ -95,9 +93,9 @@ def test_tiling_keeps_quality_and_shows_no_seams(model_id, reference, shared_dir
     # Only images larger than one patch are cut into tiles (smaller ones come out identical), so the
     # PSNR bound is checked on them alone: stricter than diluting it with untouched images.
     sizes = {p.name: read_image(p).shape[:2] for p in sorted((root / "LR").iterdir())}
+    # Every such image, for every arch: the seam verdict pools boundary lines over images, and a
+    # couple of images give too few lines for a stable ratio.
     names = sorted((n for n, hw in sizes.items() if max(hw) > patch), key=lambda n: np.prod(sizes[n]))
-    if expensive and not FULL:
-        names = names[:2]
     psnr_whole, psnr_tiled = [], []
     seams, naive_seams = SeamMeter(), SeamMeter()
     for name in names:
@@ -112,7 +110,12 @@ def test_tiling_keeps_quality_and_shows_no_seams(model_id, reference, shared_dir
         if len(naive_seams.counts) == 0 or naive_seams.counts.get("other", 0) < 2000:  # a control needs few images
             naive = pipeline._to_pixels(naive_engine.upscale(pipeline._to_tensor(lr)), np.uint8)
             naive_seams.add(naive, whole, naive_engine._patch_size(64), 0, card.scale)
-    assert abs(np.mean(psnr_tiled) - np.mean(psnr_whole)) <= 0.02
+    # Tiling must not cost quality. A2N may gain: its attention-dropout weights average over the
+    # whole input, and per-tile averages score higher on large images (+0.049 dB on Set14 x3 with
+    # 128 px tiles), as the authors' own chopped evaluation does (+0.054 dB, official_scores.json).
+    assert np.mean(psnr_tiled) - np.mean(psnr_whole) >= -0.02
+    if model_id != "a2n-x3":
+        assert abs(np.mean(psnr_tiled) - np.mean(psnr_whole)) <= 0.02
     assert seams.ratio() < 1.5, seams.ratio()
     # The meter does see seams: cutting without overlap produces them.
     assert naive_seams.ratio() > seams.ratio()
