@@ -958,7 +958,7 @@ def _pickled_code_error(path: Path, callable_name: str) -> WeightsError:
     return WeightsError(
         f"{path.name} contains pickled Python code (it calls {callable_name}), which lightsr refuses to run",
         hint="only if you trust where the file came from: load it once in your own Python session with "
-             "torch.load(path, weights_only=False), save its state dict with "
+             "torch.load and weights_only=False, save its state dict with "
              "safetensors.torch.save_file(state_dict, 'model.safetensors'), and use that file")
 
 

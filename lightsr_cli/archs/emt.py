@@ -322,28 +322,9 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 
-def build(
-    scale: int,
-    dim: int = 60,
-    n_blocks: int = 6,
-    n_layers: int = 6,
-    num_heads: int = 3,
-    mlp_ratio: int = 2,
-    n_GTLs: int = 2,
-    window_list: Sequence[Sequence[int]] = ((32, 8), (8, 32)),
-    shift_list: Sequence[Sequence[int]] = ((16, 4), (4, 16)),
-) -> EMT:
-    return EMT(
-        scale=scale,
-        dim=dim,
-        n_blocks=n_blocks,
-        n_layers=n_layers,
-        num_heads=num_heads,
-        mlp_ratio=mlp_ratio,
-        n_GTLs=n_GTLs,
-        window_list=window_list,
-        shift_list=shift_list,
-    )
+def build(scale: int, **hyperparameters: Any) -> EMT:
+    """The registry's entry point: EMT's own keyword arguments (and their defaults) apply."""
+    return EMT(scale=scale, **hyperparameters)
 
 
 def prepare_state_dict(state_dict: StateDict) -> dict[str, torch.Tensor]:
