@@ -2,11 +2,13 @@
 
 Naive baseline = what the official test scripts do: the same module in fp32, batch 1, whole frame,
 NCHW memory format, torch.no_grad, one frame at a time. The engine runs with its defaults for the
-device (precision auto, its memory format, batching) plus the variants listed below. Also measures
-tiling overhead at the default tile size and, with --video, the video pipeline's end-to-end fps
-against model-only fps.
+device (precision auto, its memory format, uint8 transfers, batching) plus the variants below:
+frames in batches, torch.compile (--compile), and tiling overhead: --tile 512 against the whole
+image on a large frame (--tiling-size, 4K output by default), where tiling is what a user would
+use. With --video, the video pipeline's end-to-end fps against model-only fps.
 
-    python benchmarks/engine_vs_naive.py --models bsrn-x4 plainusr-x4 --size 1280x720 --out benchmarks/results-cpu.json
+    python benchmarks/engine_vs_naive.py --models bsrn-x4 plainusr-x4 --size 1280x720 --compile \
+        --video plainusr-x4 --out benchmarks/results-cpu.json
 
 Absolute times vary between machines; the ratios measured in one run are what this file is for.
 """
@@ -74,7 +76,8 @@ def engine_batched_seconds(upscaler, frame: np.ndarray, repeats: int) -> float:
     return _median_seconds(lambda: upscaler.upscale(frames), upscaler.device, repeats) / batch
 
 
-def measure_model(model_id: str, size: tuple[int, int], device: str, repeats: int, batch: int) -> dict:
+def measure_model(model_id: str, size: tuple[int, int], tiling_size: tuple[int, int], device: str, repeats: int,
+                  batch: int, compiled: bool) -> dict:
     card = get_card(model_id)
     width, height = size[0] // card.scale, size[1] // card.scale
     frame = _synthetic_frame(height, width)
@@ -84,15 +87,37 @@ def measure_model(model_id: str, size: tuple[int, int], device: str, repeats: in
     naive_network = engine._fp32_master  # the same weights (copied to NCHW fp32 by naive_seconds)
     row["naive_s"] = naive_seconds(naive_network, engine.spec, frame, engine.device, repeats)
     row["engine_s"] = engine_seconds(engine, frame, repeats)
+    row["speedup_vs_naive"] = row["naive_s"] / row["engine_s"]
+    row["engine_output_mp_s"] = width * height * card.scale ** 2 / 1e6 / row["engine_s"]
     if batch > 1:
         batched = load_upscaler(card, EngineChoice(device=device, batch=batch))
         row[f"engine_batch{batch}_s_per_frame"] = engine_batched_seconds(batched, frame, repeats)
-    tiled = load_upscaler(card, EngineChoice(device=device, tile=256))
-    row["engine_tile256_s"] = engine_seconds(tiled, frame, repeats)
-    row["speedup_vs_naive"] = row["naive_s"] / row["engine_s"]
-    row["tiling_overhead_tile256"] = row["engine_tile256_s"] / row["engine_s"] - 1
-    row["engine_output_mp_s"] = width * height * card.scale ** 2 / 1e6 / row["engine_s"]
+        row[f"batch{batch}_speedup_vs_naive"] = row["naive_s"] / row[f"engine_batch{batch}_s_per_frame"]
+    if compiled:
+        engine_compiled = load_upscaler(card, EngineChoice(device=device, compile=True))
+        started = time.perf_counter()
+        upscale_pixels(engine_compiled, frame)
+        row["compile_first_call_s"] = time.perf_counter() - started
+        row["engine_compiled_s"] = engine_seconds(engine_compiled, frame, repeats)
+        row["compiled_speedup_vs_naive"] = row["naive_s"] / row["engine_compiled_s"]
+    row.update(measure_tiling(card, tiling_size, device, repeats))
     return row
+
+
+def measure_tiling(card, tiling_size: tuple[int, int], device: str, repeats: int, tile: int = 512) -> dict:
+    """Time with --tile 512 over time in one piece, on a frame large enough that tiles are worth it."""
+    width, height = tiling_size[0] // card.scale, tiling_size[1] // card.scale
+    frame = _synthetic_frame(height, width)
+    whole = load_upscaler(card, EngineChoice(device=device, tile=0))
+    tiled = load_upscaler(card, EngineChoice(device=device, tile=tile))
+    auto = load_upscaler(card, EngineChoice(device=device))
+    rows, cols = tiled.tile_spans(height, width, tile)
+    whole_s = engine_seconds(whole, frame, repeats)
+    tiled_s = engine_seconds(tiled, frame, repeats)
+    return {"tiling_input": f"{width}x{height}", f"tiling_grid_tile{tile}": f"{len(rows)}x{len(cols)} of "
+            f"{rows[0].length}x{cols[0].length}", "tiling_whole_s": whole_s, f"tiling_tile{tile}_s": tiled_s,
+            f"tiling_overhead_tile{tile}": tiled_s / whole_s - 1,
+            "tiling_auto_tile": auto.auto_tile_size(height, width) or "whole image"}
 
 
 def measure_video(model_id: str, device: str, batch: int) -> dict:
@@ -117,6 +142,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["bsrn-x4", "plainusr-x4"])
     parser.add_argument("--size", default="1280x720", help="output frame size")
+    parser.add_argument("--tiling-size", default="3840x2160", help="output frame size for the tiling overhead")
+    parser.add_argument("--compile", action="store_true", help="also time the engine with torch.compile")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=4)
@@ -124,6 +151,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.lower().split("x"))
+    tiling_size = tuple(int(v) for v in args.tiling_size.lower().split("x"))
     device = torch.device("cuda") if args.device == "auto" and torch.cuda.is_available() else torch.device(
         "cpu" if args.device == "auto" else args.device)
     results = {
@@ -131,7 +159,8 @@ def main() -> None:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()})",
         "torch_threads": torch.get_num_threads(), "size": args.size, "repeats": args.repeats,
         "command": " ".join(sys.argv),
-        "models": [measure_model(m, size, str(device), args.repeats, args.batch) for m in args.models],
+        "models": [measure_model(m, size, tiling_size, str(device), args.repeats, args.batch, args.compile)
+                   for m in args.models],
     }
     if args.video:
         results["video"] = measure_video(args.video, str(device), args.batch)

@@ -21,7 +21,7 @@ from torch import nn
 from .archs._spec import ArchSpec
 from .errors import DeviceError, LightsrError, UsageError
 from .progress import NullReporter, Reporter
-from .tiling import blend_ramp, pick_tile_size, plan_spans
+from .tiling import Span, blend_ramp, pick_tile_size, plan_spans
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -121,11 +121,27 @@ class EngineStats:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass
+class _Launched:
+    """A batch of crops sent through the network; on CUDA its result may still be on its way to the host."""
+
+    crops: torch.Tensor
+    """The host crops, kept for an fp32 recomputation."""
+    result: torch.Tensor
+    """Host tensor (pinned on CUDA): float32, or uint8 when quantized on the device."""
+    finite: torch.Tensor
+    """0-dim host bool: whether the network's output was free of NaN/Inf."""
+    copied: "torch.cuda.Event | None"
+    """Set when the device-to-host copy has finished (None: the result is already complete)."""
+    quantized: bool
+
+
 class Upscaler:
-    """Runs one network on batches of images (N x C x H x W, float32 in [0,1], RGB)."""
+    """Runs one network on batches of images (N x 3 x H x W RGB: float in [0,1], or uint8)."""
 
     def __init__(self, network: nn.Module, spec: ArchSpec, scale: int, *, device: str = "auto",
-                 precision: str = "auto", tile: int | None = None, batch: int = 1, tta: bool = False) -> None:
+                 precision: str = "auto", tile: int | None = None, batch: int = 1, tta: bool = False,
+                 compile: bool = False) -> None:
         if batch < 1:
             raise UsageError(f"--batch must be at least 1, not {batch}")
         if tile is not None and tile < 0:
@@ -145,8 +161,15 @@ class Upscaler:
         self.channels_last = spec.channels_last
         # Module.to() casts in place: keep the fp32 original for the NaN fallback.
         self._fp32_master = network
-        self._network = self._place(copy.deepcopy(network) if self.dtype != torch.float32 else network, self.dtype)
-        self._fp32_network: nn.Module | None = self._network if self.dtype == torch.float32 else None
+        self._eager_network = self._place(copy.deepcopy(network) if self.dtype != torch.float32 else network, self.dtype)
+        self._fp32_network: nn.Module | None = self._eager_network if self.dtype == torch.float32 else None
+        # Compiled graphs are specialised to one input shape: batches are padded to `batch` crops
+        # (tiles of an image come in at most four shapes, video frames in one), so nothing recompiles per frame.
+        self.compiled = compile
+        self._network = torch.compile(self._eager_network, dynamic=False) if compile else self._eager_network
+        # On CUDA, results come back through pinned buffers on their own stream, so the copy of one
+        # batch overlaps the computation of the next.
+        self._copy_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # tiles have fixed shapes: autotuning pays off
 
@@ -162,17 +185,25 @@ class Upscaler:
 
     # -- public ---------------------------------------------------------------------------------
 
-    def upscale(self, images: torch.Tensor, reporter: Reporter | None = None) -> torch.Tensor:
-        """N x C x H x W float in [0,1] -> N x C x sH x sW float32 on the CPU (not clamped)."""
+    def upscale(self, images: torch.Tensor, reporter: Reporter | None = None, *, to_uint8: bool = False) -> torch.Tensor:
+        """N x 3 x H x W (float in [0,1], or uint8) -> N x 3 x sH x sW on the CPU.
+
+        The result is float32 (not clamped), or with ``to_uint8`` clamped, rounded uint8: converted
+        on the device where the image is one tile, so a quarter of the bytes cross back to the host.
+        """
         if images.ndim == 3:
-            return self.upscale(images.unsqueeze(0), reporter)[0]
+            return self.upscale(images.unsqueeze(0), reporter, to_uint8=to_uint8)[0]
         if images.ndim != 4 or images.shape[1] != 3:
             raise LightsrError(f"expected an N x 3 x H x W RGB batch, got shape {tuple(images.shape)}")
         reporter = reporter or NullReporter()
-        images = images.detach().to("cpu", torch.float32)
-        if not self.tta:
-            return self._upscale_with_oom_retry(images, reporter)
-        return self._upscale_self_ensemble(images, reporter)
+        images = images.detach().to("cpu")
+        if images.dtype != torch.uint8:
+            images = images.to(torch.float32)
+        if self.tta:
+            result = self._upscale_self_ensemble(images, reporter)
+        else:
+            result = self._upscale_with_oom_retry(images, reporter, to_uint8)
+        return _quantize(result) if to_uint8 and result.dtype != torch.uint8 else result
 
     def auto_tile_size(self, height: int, width: int) -> int:
         """Tile side for an image (0 = whole image): the whole image whenever it fits in memory."""
@@ -188,14 +219,22 @@ class Upscaler:
         patch = pick_tile_size(height, width, max_pixels, self.spec.tile_multiple, self._patch_size(_SMALLEST_TILE))
         return 0 if patch == 0 else max(_SMALLEST_TILE, patch - 2 * self.spec.tile_overlap)
 
+    def tile_spans(self, height: int, width: int, tile: int) -> tuple[list[Span], list[Span]]:
+        """Where the patches of a --tile size go: (row spans, column spans) in input pixels."""
+        patch = self._patch_size(tile)
+        align = max(self.spec.tile_multiple, 1)
+        shortest = self._patch_size(self.spec.min_tile) if self.spec.min_tile else 0
+        return (plan_spans(height, patch, self.spec.tile_overlap, align, shortest),
+                plan_spans(width, patch, self.spec.tile_overlap, align, shortest))
+
     # -- tiling ---------------------------------------------------------------------------------
 
-    def _upscale_with_oom_retry(self, images: torch.Tensor, reporter: Reporter) -> torch.Tensor:
+    def _upscale_with_oom_retry(self, images: torch.Tensor, reporter: Reporter, to_uint8: bool = False) -> torch.Tensor:
         height, width = images.shape[-2:]
         tile = self.auto_tile_size(height, width)
         while True:
             try:
-                return self._upscale_tiled(images, tile, reporter)
+                return self._upscale_tiled(images, tile, reporter, to_uint8)
             except Exception as error:  # noqa: BLE001 - only out-of-memory is retried
                 if not _is_out_of_memory(error):
                     raise
@@ -217,45 +256,57 @@ class Upscaler:
         patch = max(max(tile, self.spec.min_tile) + 2 * self.spec.tile_overlap, self.spec.min_size)
         return math.ceil(patch / multiple) * multiple
 
-    def _upscale_tiled(self, images: torch.Tensor, tile: int, reporter: Reporter) -> torch.Tensor:
+    def _upscale_tiled(self, images: torch.Tensor, tile: int, reporter: Reporter, to_uint8: bool) -> torch.Tensor:
         count, channels, height, width = images.shape
-        patch = self._patch_size(tile)
-        align = max(self.spec.tile_multiple, 1)
-        row_spans = plan_spans(height, patch, self.spec.tile_overlap, align)
-        col_spans = plan_spans(width, patch, self.spec.tile_overlap, align)
+        row_spans, col_spans = self.tile_spans(height, width, tile)
         tiles = [(r, c) for r in range(len(row_spans)) for c in range(len(col_spans))]
-        self.stats.tile_size = patch if len(tiles) > 1 else 0
+        self.stats.tile_size = max(row_spans[0].length, col_spans[0].length) if len(tiles) > 1 else 0
         self.stats.tiles += len(tiles) * count
-        s = self.scale
-        output = torch.zeros(count, channels, height * s, width * s, dtype=torch.float32)
         single = len(tiles) == 1
-        ramps = {} if single else {(r, c): torch.from_numpy(np.outer(
-            blend_ramp(row_spans, r, s, self.spec.tile_overlap), blend_ramp(col_spans, c, s, self.spec.tile_overlap)))
-                                   for r, c in tiles}
         # Tiles of equal shape go through together (aligned tilings have shorter last rows/columns).
         jobs = sorted(((n, r, c) for n in range(count) for (r, c) in tiles),
                       key=lambda job: (row_spans[job[1]].length, col_spans[job[2]].length))
         chunks = [jobs[i:i + self.batch] for i in range(0, len(jobs), self.batch)]
         chunks = [part for chunk in chunks for part in _split_by_shape(chunk, row_spans, col_spans)]
+        s = self.scale
+        if single:
+            output = None
+        else:
+            output = torch.zeros(count, channels, height * s, width * s, dtype=torch.float32)
+            ramps = {(r, c): torch.from_numpy(np.outer(blend_ramp(row_spans, r, s, self.spec.tile_overlap),
+                                                       blend_ramp(col_spans, c, s, self.spec.tile_overlap)))
+                     for r, c in tiles}
+        whole_images: list[torch.Tensor] = []
+
+        def place(chunk, results: torch.Tensor) -> None:
+            if single:
+                whole_images.append(results)  # chunks of a single tiling run over n in order
+                return
+            for (n, r, c), result in zip(chunk, results):
+                rows, cols = row_spans[r], col_spans[c]
+                output[n, :, rows.start * s:rows.stop * s, cols.start * s:cols.stop * s] += result * ramps[(r, c)]
+
         progress = reporter.task("tiles", total=len(jobs), unit="tile") if len(jobs) > self.batch else None
+        # One batch stays in flight: while its result copies back, the next is cropped and launched.
+        in_flight: list[tuple[list, _Launched]] = []
         try:
             for chunk in chunks:
                 crops = torch.stack([images[n, :, row_spans[r].start:row_spans[r].stop,
                                             col_spans[c].start:col_spans[c].stop] for n, r, c in chunk])
-                results = self._forward_guarded(crops)
-                for (n, r, c), result in zip(chunk, results):
-                    rows, cols = row_spans[r], col_spans[c]
-                    target = (n, slice(None), slice(rows.start * s, rows.stop * s), slice(cols.start * s, cols.stop * s))
-                    if single:
-                        output[target] = result
-                        continue
-                    output[target] += result * ramps[(r, c)]
+                in_flight.append((chunk, self._launch(crops, quantize=single and to_uint8)))
+                if len(in_flight) > 1 or self._copy_stream is None:
+                    done_chunk, launched = in_flight.pop(0)
+                    place(done_chunk, self._finish(launched))
+                    if progress:
+                        progress.advance(len(done_chunk))
+            for done_chunk, launched in in_flight:
+                place(done_chunk, self._finish(launched))
                 if progress:
-                    progress.advance(len(chunk))
+                    progress.advance(len(done_chunk))
         finally:
             if progress:
                 progress.close()
-        return output
+        return torch.cat(whole_images) if single else output
 
     # -- forward --------------------------------------------------------------------------------
 
@@ -263,38 +314,101 @@ class Upscaler:
         multiple = max(self.spec.size_multiple, 1)
         return max(self.spec.min_size, math.ceil(length / multiple) * multiple)
 
-    def _forward_guarded(self, crops: torch.Tensor) -> torch.Tensor:
-        """One batch of equal-size crops through the network, padded, scaled and NaN-guarded."""
-        height, width = crops.shape[-2:]
+    @torch.inference_mode()
+    def _launch(self, crops: torch.Tensor, quantize: bool, network: nn.Module | None = None,
+                dtype: torch.dtype | None = None) -> _Launched:
+        """Send one batch of equal-size crops through the network (padded, scaled back, cropped).
+
+        On the CPU the result is complete on return; on CUDA the work is queued and the result is
+        on its way into a pinned host buffer: `_finish` waits for it.
+        """
+        network = network or self._network
+        dtype = dtype or self.dtype
+        count, _channels, height, width = crops.shape
+        if self._copy_stream is not None:
+            crops = crops.pin_memory()
+        x = self._to_network_range(crops.to(self.device, non_blocking=True), dtype)
         pad_h, pad_w = self._padded_size(height) - height, self._padded_size(width) - width
         if pad_h or pad_w:
             mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-            crops = F.pad(crops, (0, pad_w, 0, pad_h), mode=mode)
-        result = self._forward(self._network, crops, self.dtype)
-        if not torch.isfinite(result).all():
-            if self.dtype == torch.float32:
-                raise LightsrError("the network produced NaN/Inf values in fp32",
-                                   hint="the checkpoint may be damaged: run `lightsr models verify`")
-            self.stats.fp32_fallbacks += 1
-            result = self._forward(self._fp32(), crops, torch.float32)
-        s = self.scale
-        return result[..., : height * s, : width * s]
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        if network is self._network and self.compiled and count < self.batch:
+            x = torch.cat([x, x[-1:].expand(self.batch - count, -1, -1, -1)])  # the one shape compiled for
+        x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+        y = self._run(network, x)[:count, :, : height * self.scale, : width * self.scale].float()
+        if self.spec.input_range != 1.0:
+            y = y / self.spec.input_range
+        finite = torch.isfinite(y).all()
+        if quantize:
+            y = _quantize(y)
+        if self._copy_stream is None:
+            return _Launched(crops, y, finite, None, quantize)
+        return self._copy_to_host(crops, y, finite, quantize)
+
+    def _to_network_range(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """uint8 (0-255) or float (0-1) crops -> ``dtype`` in the network's input range.
+
+        uint8 is divided (not multiplied by 1/255) so it matches the host's float conversion exactly.
+        """
+        if x.dtype != torch.uint8:
+            return (x * self.spec.input_range if self.spec.input_range != 1.0 else x).to(dtype)
+        if self.spec.input_range == 255.0:
+            return x.to(dtype)
+        x = x.to(torch.float32) / 255.0
+        return (x * self.spec.input_range if self.spec.input_range != 1.0 else x).to(dtype)
+
+    def _copy_to_host(self, crops: torch.Tensor, y: torch.Tensor, finite: torch.Tensor, quantize: bool) -> _Launched:
+        computed = torch.cuda.Event()
+        computed.record(torch.cuda.current_stream(self.device))
+        stream = self._copy_stream
+        stream.wait_event(computed)
+        with torch.cuda.stream(stream):
+            host = torch.empty_like(y, device="cpu", pin_memory=True)
+            host.copy_(y, non_blocking=True)
+            host_finite = torch.empty((), dtype=torch.bool, pin_memory=True)
+            host_finite.copy_(finite, non_blocking=True)
+            copied = torch.cuda.Event()
+            copied.record(stream)
+        # The caching allocator must not hand these to the next batch before the copy has read them.
+        y.record_stream(stream)
+        finite.record_stream(stream)
+        return _Launched(crops, host, host_finite, copied, quantize)
+
+    def _run(self, network: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if network is not self._network or not self.compiled:
+            return network(x)
+        try:
+            return network(x)
+        except Exception as error:  # noqa: BLE001 - a compiler failure must not fail the run
+            if _is_out_of_memory(error):
+                raise
+            self.stats.notes.append(f"torch.compile failed ({type(error).__name__}); running without it")
+            self.compiled = False
+            self._network = self._eager_network
+            return self._eager_network(x)
+
+    def _finish(self, launched: _Launched) -> torch.Tensor:
+        """Wait for a launched batch; recompute it in fp32 when half precision overflowed."""
+        if launched.copied is not None:
+            launched.copied.synchronize()
+        if bool(launched.finite):
+            return launched.result
+        if self.dtype == torch.float32:
+            raise LightsrError("the network produced NaN/Inf values in fp32",
+                               hint="the checkpoint may be damaged: run `lightsr models verify`")
+        self.stats.fp32_fallbacks += 1
+        redo = self._launch(launched.crops, launched.quantized, self._fp32(), torch.float32)
+        if redo.copied is not None:
+            redo.copied.synchronize()
+        if not bool(redo.finite):
+            raise LightsrError("the network produced NaN/Inf values in fp32",
+                               hint="the checkpoint may be damaged: run `lightsr models verify`")
+        return redo.result
 
     def _fp32(self) -> nn.Module:
         if self._fp32_network is None:
             self._fp32_network = self._place(self._fp32_master, torch.float32)
         return self._fp32_network
-
-    @torch.inference_mode()
-    def _forward(self, network: nn.Module, crops: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        x = crops.to(self.device, dtype, non_blocking=True).contiguous(memory_format=memory_format)
-        if self.spec.input_range != 1.0:
-            x = x * self.spec.input_range
-        y = network(x).float()
-        if self.spec.input_range != 1.0:
-            y = y / self.spec.input_range
-        return y.to("cpu")
 
     # -- self-ensemble --------------------------------------------------------------------------
 
@@ -305,8 +419,13 @@ class Upscaler:
             for flip in (False, True):
                 view = torch.rot90(images, rotations, dims=(-2, -1))
                 view = torch.flip(view, dims=(-1,)) if flip else view
-                result = self._upscale_with_oom_retry(view.contiguous(), reporter)
+                result = self._upscale_with_oom_retry(view.contiguous(), reporter).float()
                 result = torch.flip(result, dims=(-1,)) if flip else result
                 result = torch.rot90(result, -rotations, dims=(-2, -1))
                 total = result if total is None else total + result
         return total / 8
+
+
+def _quantize(result: torch.Tensor) -> torch.Tensor:
+    """Float in [0,1] (unclamped) -> uint8, rounded half to even like numpy."""
+    return result.clamp(0, 1).mul_(255).round_().to(torch.uint8)

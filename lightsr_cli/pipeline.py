@@ -7,16 +7,20 @@ and scores benchmark folders. Progress goes to a Reporter.
 
 from __future__ import annotations
 
+import copy
+import itertools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from . import archs, weights
+from .device_pool import UpscalerPool, parse_devices
 from .engine import Upscaler
-from .errors import LightsrError
+from .errors import LightsrError, UsageError
 from .jobs import Job, MediaKind
 from .media import images
 from .progress import NullReporter, Reporter
@@ -29,43 +33,71 @@ class EngineChoice:
     """How the user wants inference run (validated by the engine)."""
 
     device: str = "auto"
+    """One device, or for `upscale` several GPUs: "cuda:0,cuda:1" or "cuda:all"."""
     precision: str = "auto"
     tile: int | None = None
     batch: int = 1
     tta: bool = False
+    compile: bool = False
+
+
+def _load_network(card: ModelCard, reporter: Reporter, weights_path: Path | None) -> nn.Module:
+    """Resolve the card's checkpoint (embedded, cache, mirror or download) and build the net from it."""
+    path = weights_path or weights.ensure_weights(card, reporter).path
+    state_dict = weights.load_state_dict(path)
+    try:
+        return archs.build_network(card.arch, card.scale, card.hyperparameters, state_dict)
+    except RuntimeError as error:  # strict load: wrong keys or shapes
+        raise weights.damaged_checkpoint_error(card, path, error) from None
+
+
+def _engine(network: nn.Module, card: ModelCard, choice: EngineChoice, device: str) -> Upscaler:
+    return Upscaler(network, archs.get_spec(card.arch), card.scale, device=device, precision=choice.precision,
+                    tile=choice.tile, batch=choice.batch, tta=choice.tta, compile=choice.compile)
 
 
 def load_upscaler(card: ModelCard, choice: EngineChoice, reporter: Reporter | None = None,
                   weights_path: Path | None = None) -> Upscaler:
-    """Resolve the card's checkpoint (embedded, cache, mirror or download), build the net, wrap it."""
-    reporter = reporter or NullReporter()
-    path = weights_path or weights.ensure_weights(card, reporter).path
-    state_dict = weights.load_state_dict(path)
-    try:
-        network = archs.build_network(card.arch, card.scale, card.hyperparameters, state_dict)
-    except RuntimeError as error:  # strict load: wrong keys or shapes
-        raise weights.damaged_checkpoint_error(card, path, error) from None
-    return Upscaler(network, archs.get_spec(card.arch), card.scale, device=choice.device,
-                    precision=choice.precision, tile=choice.tile, batch=choice.batch, tta=choice.tta)
+    """One engine on one device (bench, eval and the Python API measure or run one device)."""
+    devices = parse_devices(choice.device)
+    if len(devices) > 1:
+        raise UsageError(f"--device {choice.device}: this command runs on one device",
+                         hint="several GPUs share the work of `lightsr upscale`; pick one here, e.g. cuda:0")
+    return _engine(_load_network(card, reporter or NullReporter(), weights_path), card, choice, devices[0])
+
+
+def load_pool(card: ModelCard, choice: EngineChoice, reporter: Reporter | None = None,
+              weights_path: Path | None = None) -> UpscalerPool:
+    """One engine per device of ``choice.device`` (each with its own copy of the network)."""
+    devices = parse_devices(choice.device)
+    network = _load_network(card, reporter or NullReporter(), weights_path)
+    networks = [network] + [copy.deepcopy(network) for _ in devices[1:]]
+    return UpscalerPool(_engine(net, card, choice, device) for net, device in zip(networks, devices))
 
 
 # -- pixels <-> tensors ---------------------------------------------------------------------------
 
-def _max_value(pixels: np.ndarray) -> float:
-    return 65535.0 if pixels.dtype == np.uint16 else 255.0
-
-
 def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    """H x W x 3 uint8/uint16 -> 1 x 3 x H x W float32 in [0,1]."""
-    scaled = rgb.astype(np.float32) / _max_value(rgb)
+    """H x W x 3 -> 1 x 3 x H x W: uint8 stays uint8 (the engine scales it on the device, a quarter
+    of the bytes to move); uint16 becomes float32 in [0,1]."""
+    if rgb.dtype == np.uint8:
+        return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]
+    scaled = rgb.astype(np.float32) / 65535.0
     return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))[None]
 
 
 def _to_pixels(tensor: torch.Tensor, dtype: np.dtype) -> np.ndarray:
-    """1 x 3 x H x W float in [0,1] -> H x W x 3 of ``dtype``, rounded and clipped."""
+    """1 x 3 x H x W (uint8, or float in [0,1]) -> H x W x 3 of ``dtype``, rounded and clipped."""
+    if tensor.dtype == torch.uint8 and dtype == np.uint8:
+        return np.ascontiguousarray(tensor[0].permute(1, 2, 0).numpy())
     maximum = 65535.0 if dtype == np.uint16 else 255.0
-    array = tensor[0].clamp(0, 1).mul(maximum).round().permute(1, 2, 0).numpy()
+    array = tensor[0].float().clamp(0, 1).mul(maximum).round().permute(1, 2, 0).numpy()
     return array.astype(dtype)
+
+
+def _upscale_rgb(upscaler: Upscaler, rgb: np.ndarray, reporter: Reporter | None) -> np.ndarray:
+    result = upscaler.upscale(_to_tensor(rgb), reporter, to_uint8=rgb.dtype == np.uint8)
+    return _to_pixels(result, rgb.dtype)
 
 
 def upscale_pixels(upscaler: Upscaler, pixels: np.ndarray, reporter: Reporter | None = None) -> np.ndarray:
@@ -75,8 +107,7 @@ def upscale_pixels(upscaler: Upscaler, pixels: np.ndarray, reporter: Reporter | 
     image (so edges of cut-outs stay sharp) unless it is constant, when it is simply extended.
     """
     if pixels.ndim == 2:
-        rgb = np.repeat(pixels[:, :, None], 3, axis=2)
-        result = _to_pixels(upscaler.upscale(_to_tensor(rgb), reporter), pixels.dtype)
+        result = _upscale_rgb(upscaler, np.repeat(pixels[:, :, None], 3, axis=2), reporter)
         return np.round(result.astype(np.float32).mean(axis=2)).astype(pixels.dtype)
     if pixels.shape[2] == 4:
         color = upscale_pixels(upscaler, np.ascontiguousarray(pixels[:, :, :3]), reporter)
@@ -86,7 +117,7 @@ def upscale_pixels(upscaler: Upscaler, pixels: np.ndarray, reporter: Reporter | 
         else:
             upscaled_alpha = upscale_pixels(upscaler, alpha, reporter)
         return np.dstack([color, upscaled_alpha])
-    return _to_pixels(upscaler.upscale(_to_tensor(pixels), reporter), pixels.dtype)
+    return _upscale_rgb(upscaler, pixels, reporter)
 
 
 # -- image jobs ------------------------------------------------------------------------------------
@@ -123,31 +154,48 @@ def run_image_job(upscaler: Upscaler, job: Job, output: OutputSettings, reporter
     return pixels.shape[0] * pixels.shape[1] / 1e6, result.shape[0] * result.shape[1] / 1e6
 
 
-def run_jobs(upscaler: Upscaler, jobs: list[Job], output: OutputSettings, reporter: Reporter | None = None,
+def run_jobs(pool: UpscalerPool, jobs: list[Job], output: OutputSettings, reporter: Reporter | None = None,
              video_settings: VideoSettings | None = None, model_id: str = "") -> RunSummary:
-    """Run every job; a job that fails is recorded and the others still run."""
+    """Run every job; a job that fails is recorded and the others still run.
+
+    Images are spread over the pool's devices (one file per device at a time); videos run one
+    after another, each spreading its frames over the devices.
+    """
     reporter = reporter or NullReporter()
     summary = RunSummary()
     started = time.perf_counter()
     files = reporter.task("files", total=len(jobs), unit="file") if len(jobs) > 1 else None
+
+    def run_image(upscaler: Upscaler, job: Job) -> tuple[float, float] | LightsrError:
+        try:
+            return run_image_job(upscaler, job, output, reporter)
+        except LightsrError as error:
+            return error
+
+    def run_video(job: Job) -> tuple[float, float] | LightsrError:
+        try:
+            result = run_video_job(pool, job, output.outscale, video_settings or VideoSettings(),
+                                   output.overwrite, model_id, reporter)
+        except LightsrError as error:
+            return error
+        summary.videos.append(result)
+        return result.megapixels_in, result.megapixels_out
+
+    image_jobs = [job for job in jobs if job.kind is not MediaKind.VIDEO]
+    video_jobs = [job for job in jobs if job.kind is MediaKind.VIDEO]
+    outcomes = itertools.chain(zip(image_jobs, pool.map_ordered(run_image, image_jobs)),
+                               ((job, run_video(job)) for job in video_jobs))
     try:
-        for job in jobs:
-            try:
-                if job.kind is MediaKind.VIDEO:
-                    result = run_video_job(upscaler, job, output.outscale, video_settings or VideoSettings(),
-                                           output.overwrite, model_id, reporter)
-                    summary.videos.append(result)
-                    mp_in, mp_out = result.megapixels_in, result.megapixels_out
-                else:
-                    mp_in, mp_out = run_image_job(upscaler, job, output, reporter)
-                summary.megapixels_in += mp_in
-                summary.megapixels_out += mp_out
+        for job, outcome in outcomes:
+            if isinstance(outcome, LightsrError):
+                summary.failed.append((job, outcome))
+                reporter.note(f"error: {job.source}: {outcome.message}")
+                if outcome.hint:
+                    reporter.note(f"hint: {outcome.hint}")
+            else:
+                summary.megapixels_in += outcome[0]
+                summary.megapixels_out += outcome[1]
                 summary.done.append(job)
-            except LightsrError as error:
-                summary.failed.append((job, error))
-                reporter.note(f"error: {job.source}: {error.message}")
-                if error.hint:
-                    reporter.note(f"hint: {error.hint}")
             if files:
                 files.advance()
     finally:
@@ -216,9 +264,9 @@ def evaluate(upscaler: Upscaler, dataset: Path, reporter: Reporter | None = None
         for lr_path, hr_path in pairs:
             lr = _as_rgb(images.read_image(lr_path))
             hr = _as_rgb(images.read_image(hr_path))
-            sr = _to_pixels(upscaler.upscale(_to_tensor(lr)), np.uint8)
             if lr.dtype != np.uint8:
                 raise LightsrError(f"{lr_path} is not 8-bit", hint="benchmarks are scored on 8-bit images")
+            sr = _upscale_rgb(upscaler, lr, None)
             hr = crop_to_match(hr, sr)
             border = upscaler.scale
             scores.append(ImageScore(lr_path.name, psnr_y(sr, hr, border), ssim_y(sr, hr, border)))

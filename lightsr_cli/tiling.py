@@ -26,30 +26,28 @@ class Span:
         return self.stop - self.start
 
 
-@dataclass(frozen=True)
-class Tile:
-    rows: Span
-    cols: Span
+def plan_spans(length: int, tile: int, context: int, align: int = 1, min_length: int = 0) -> list[Span]:
+    """Spans of at most ``tile`` covering [0, length) with overlaps of at least 2 * context.
 
-
-def plan_spans(length: int, tile: int, context: int, align: int = 1) -> list[Span]:
-    """Spans of length ``tile`` covering [0, length) with overlaps of at least 2 * context.
-
-    ``tile`` <= 0 or >= length gives one span over the whole axis. With ``align`` 1 the spans are
-    spread evenly and all have the same length, so they batch together. With ``align`` > 1 (windowed
-    attention) every span starts on a multiple of ``align``, so its windows sit on the same grid as
-    the whole image's; the last span then ends at the border and may be shorter.
+    ``tile`` <= 0 or >= length gives one span over the whole axis. With ``align`` 1 the spans all
+    have the same length (so they batch together): the fewest tiles of at most ``tile`` that cover
+    the axis, each shrunk to the shortest equal length that still overlaps its neighbours by
+    2 * context (but not below ``min_length``), so no work is spent on needless overlap. With
+    ``align`` > 1 (windowed attention) every span starts on a multiple of ``align``, so its windows
+    sit on the same grid as the whole image's; the last span then ends at the border and may be
+    shorter.
     """
     if tile <= 0 or tile >= length:
         return [Span(0, length)]
     overlap = min(2 * context, tile - 1)
     if align > 1:
         return _aligned_spans(length, tile, overlap, align)
-    stride = tile - overlap
-    count = math.ceil((length - overlap) / stride)
+    count = math.ceil((length - overlap) / (tile - overlap))
     if count <= 1:
         return [Span(0, length)]
-    # Spread the tiles evenly so the last one ends exactly at the border (overlaps grow a little).
+    shortest = math.ceil((length + (count - 1) * overlap) / count)
+    tile = min(tile, max(shortest, min_length))
+    # Spread the tiles evenly so the last one ends exactly at the border.
     starts = [round(i * (length - tile) / (count - 1)) for i in range(count)]
     return [Span(start, start + tile) for start in starts]
 
@@ -59,11 +57,6 @@ def _aligned_spans(length: int, tile: int, overlap: int, align: int) -> list[Spa
     last = math.ceil((length - tile) / align) * align  # the first aligned start whose span reaches the border
     starts = list(range(0, last, step)) + [last]
     return [Span(start, min(start + tile, length)) for start in starts]
-
-
-def plan_tiles(height: int, width: int, tile: int, context: int, align: int = 1) -> list[Tile]:
-    return [Tile(rows, cols) for rows in plan_spans(height, tile, context, align)
-            for cols in plan_spans(width, tile, context, align)]
 
 
 def blend_ramp(spans: list[Span], index: int, scale: int, context: int) -> np.ndarray:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .device_pool import UpscalerPool
 from .engine import Upscaler
 from .errors import LightsrError, OutputError
 from .jobs import Job
@@ -204,16 +205,15 @@ def _write_segments(parts: PartsFolder, first_segment: int, per_segment: int, to
 
 # -- one job ---------------------------------------------------------------------------------------
 
-def _frames_to_tensor(frames: list[np.ndarray]) -> torch.Tensor:
-    maximum = 65535.0 if frames[0].dtype == np.uint16 else 255.0
-    batch = np.stack(frames).astype(np.float32) / maximum
-    return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()
-
-
-def _tensor_to_frames(batch: torch.Tensor, dtype: np.dtype) -> list[np.ndarray]:
-    maximum = 65535.0 if dtype == np.uint16 else 255.0
-    array = batch.clamp(0, 1).mul(maximum).round().permute(0, 2, 3, 1).numpy().astype(dtype)
-    return list(array)
+def _upscale_frames(upscaler: Upscaler, frames: list[np.ndarray]) -> list[np.ndarray]:
+    """8-bit frames travel as uint8 both ways (scaled on the device); 16-bit ones as float32."""
+    batch = np.stack(frames)
+    if batch.dtype == np.uint8:
+        result = upscaler.upscale(torch.from_numpy(batch).permute(0, 3, 1, 2), to_uint8=True)
+        return list(result.permute(0, 2, 3, 1).numpy())
+    scaled = torch.from_numpy(batch.astype(np.float32) / 65535.0).permute(0, 3, 1, 2)
+    result = upscaler.upscale(scaled).clamp(0, 1).mul(65535.0).round().permute(0, 2, 3, 1).numpy()
+    return list(result.astype(np.uint16))
 
 
 def _even_safe_encode(options: video.EncodeOptions, width: int, height: int, bit_depth: int) -> video.EncodeOptions:
@@ -227,9 +227,10 @@ def _even_safe_encode(options: video.EncodeOptions, width: int, height: int, bit
     return options
 
 
-def run_video_job(upscaler: Upscaler, job: Job, outscale: float | None, settings: VideoSettings, overwrite: bool,
+def run_video_job(pool: UpscalerPool, job: Job, outscale: float | None, settings: VideoSettings, overwrite: bool,
                   model_id: str, reporter: Reporter) -> VideoResult:
     started = time.perf_counter()
+    upscaler = pool.primary  # every engine of the pool has the same settings
     info = video.probe_video(job.source)
     out_w, out_h = info.width * upscaler.scale, info.height * upscaler.scale
     if outscale and outscale != upscaler.scale:
@@ -241,8 +242,8 @@ def run_video_job(upscaler: Upscaler, job: Job, outscale: float | None, settings
     start_frame = min(first_segment * per_segment, info.frame_count)
     if start_frame:
         reporter.note(f"resuming {job.source.name} at frame {start_frame} of {info.frame_count}")
-    frames_queue: queue.Queue = queue.Queue(maxsize=2 * upscaler.batch + 2)
-    results_queue: queue.Queue = queue.Queue(maxsize=2 * upscaler.batch + 2)
+    frames_queue: queue.Queue = queue.Queue(maxsize=2 * upscaler.batch * len(pool) + 2)
+    results_queue: queue.Queue = queue.Queue(maxsize=2 * upscaler.batch * len(pool) + 2)
     stop = threading.Event()
     progress = reporter.task(f"{job.source.name}", total=info.frame_count, unit="frame")
     progress.advance(start_frame)
@@ -253,7 +254,7 @@ def run_video_job(upscaler: Upscaler, job: Job, outscale: float | None, settings
     try:
         reader.start()
         writer.start()
-        inference_seconds = _upscale_stream(upscaler, frames_queue, results_queue, stop, (out_w, out_h), outscale)
+        inference_seconds = _upscale_stream(pool, frames_queue, results_queue, stop, (out_w, out_h), outscale)
         writer.join()
         reader.join()
         for worker in (reader, writer):
@@ -279,31 +280,44 @@ def run_video_job(upscaler: Upscaler, job: Job, outscale: float | None, settings
         wall_seconds=time.perf_counter() - started, resumed_from_frame=start_frame)
 
 
-def _upscale_stream(upscaler: Upscaler, frames_queue: queue.Queue, results_queue: queue.Queue,
-                    stop: threading.Event, size: tuple[int, int], outscale: float | None) -> float:
-    """The calling thread's part: batches of frames through the engine. Returns inference seconds."""
-    seconds = 0.0
-    finished = False
-    while not finished and not stop.is_set():
+def _frame_batches(frames_queue: queue.Queue, stop: threading.Event, size: int):
+    """Lists of up to ``size`` decoded frames, until the end of the stream (or a stop)."""
+    while not stop.is_set():
         batch = []
-        while len(batch) < upscaler.batch:
+        while len(batch) < size:
             frame = _get(frames_queue, stop)
             if frame is _END:
-                finished = True
                 break
             batch.append(frame)
-        if not batch:
-            break
+        if batch:
+            yield batch
+        if len(batch) < size:
+            return
+
+
+def _upscale_stream(pool: UpscalerPool, frames_queue: queue.Queue, results_queue: queue.Queue,
+                    stop: threading.Event, size: tuple[int, int], outscale: float | None) -> float:
+    """The calling thread's part: batches of frames through the engines, in order.
+
+    Returns the inference seconds: the time the devices spent upscaling, divided by the number of
+    devices (they work side by side), so frames / seconds is the model-only frame rate.
+    """
+    busy: list[float] = []
+
+    def upscale_batch(upscaler: Upscaler, batch: list[np.ndarray]) -> list[np.ndarray]:
         started = time.perf_counter()
-        results = _tensor_to_frames(upscaler.upscale(_frames_to_tensor(batch)), batch[0].dtype)
+        results = _upscale_frames(upscaler, batch)
         if outscale and outscale != upscaler.scale:
             results = [images.resize(frame, *size) for frame in results]
-        seconds += time.perf_counter() - started
+        busy.append(time.perf_counter() - started)
+        return results
+
+    for results in pool.map_ordered(upscale_batch, _frame_batches(frames_queue, stop, pool.primary.batch)):
         for result in results:
             if not _put(results_queue, result, stop):
-                return seconds
+                return sum(busy) / len(pool)
     _put(results_queue, _END, stop)
-    return seconds
+    return sum(busy) / len(pool)
 
 
 def _move_into_place(temp: Path, target: Path, overwrite: bool) -> None:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from lightsr_cli.tiling import plan_spans
+from lightsr_cli.tiling import Span
 
 
-def boundary_line_groups(length: int, patch: int, context: int, scale: int) -> dict[str, list[int]]:
+def boundary_line_groups(spans: list[Span], scale: int) -> dict[str, list[int]]:
     """Gradient positions (output pixels) where tiles meet: their cut edges and their fade centres."""
-    spans = plan_spans(length, patch, context)
+    length = spans[-1].stop
     groups: dict[str, set[int]] = {"cut edges": set(), "fade centres": set()}
     for left, right in zip(spans, spans[1:]):
         groups["cut edges"].update({right.start * scale - 1, left.stop * scale - 1})
@@ -40,12 +40,13 @@ class SeamMeter:
         self.sums[group] = self.sums.get(group, 0.0) + float(values.sum())
         self.counts[group] = self.counts.get(group, 0) + int(values.size)
 
-    def add(self, tiled: np.ndarray, whole: np.ndarray, patch: int, context: int, scale: int) -> None:
+    def add(self, tiled: np.ndarray, whole: np.ndarray, spans: tuple[list[Span], list[Span]], scale: int) -> None:
+        """``spans``: the (row, column) spans the engine tiled with (Upscaler.tile_spans)."""
         diff = tiled.astype(np.float64) - whole.astype(np.float64)
         for axis in (0, 1):
             gradient = np.abs(np.diff(diff, axis=axis))
             profile = gradient.mean(axis=tuple(a for a in range(gradient.ndim) if a != axis))
-            groups = boundary_line_groups(diff.shape[axis] // scale, patch, context, scale)
+            groups = boundary_line_groups(spans[axis], scale)
             boundary = sorted(set().union(*groups.values()))
             if not boundary:
                 continue

@@ -164,3 +164,50 @@ def test_memory_format_trait_is_truthful(arch):
     if not spec.channels_last:
         pytest.skip(f"{arch} declares channels_last=False; the engine keeps it in NCHW")
     torch.testing.assert_close(nhwc, reference, atol=1e-3 * spec.input_range, rtol=1e-3)
+
+
+@pytest.mark.parametrize("tile", [0, 8])
+@pytest.mark.parametrize("input_range", [1.0, 255.0])
+def test_uint8_in_and_out_equals_the_float_path(tile, input_range):
+    """8-bit pixels travel as uint8 and are scaled and rounded on the device: same pixels as via float."""
+    generator = torch.Generator().manual_seed(3)
+    pixels = torch.randint(0, 256, (2, 3, 37, 53), dtype=torch.uint8, generator=generator)
+    engine = Upscaler(LocalNet(), _spec(input_range=input_range), 2, device="cpu", tile=tile, batch=2)
+    via_float = engine.upscale(pixels.float() / 255).clamp(0, 1).mul(255).round().to(torch.uint8)
+    direct = engine.upscale(pixels, to_uint8=True)
+    assert direct.dtype == torch.uint8 and direct.shape == (2, 3, 74, 106)
+    if input_range == 1.0:
+        torch.testing.assert_close(direct, via_float, atol=0, rtol=0)
+    else:  # the float path carries (p / 255) * 255, which is not always exactly p
+        assert (direct.int() - via_float.int()).abs().max() <= 1
+
+
+def _has_a_c_compiler() -> bool:
+    import shutil
+
+    return any(shutil.which(name) for name in ("cc", "gcc", "clang", "g++"))
+
+
+@pytest.mark.skipif(not _has_a_c_compiler(), reason="torch.compile (inductor) needs a C/C++ compiler on the CPU")
+def test_compiled_engine_matches_eager_and_does_not_recompile_per_frame():
+    """--compile: same output as eager within 1e-3, and a second frame of the same size reuses the graph."""
+    from torch._dynamo.utils import counters
+
+    from lightsr_cli.archs import get_spec
+
+    spec = get_spec("BSRN")
+    torch.manual_seed(0)
+    network = spec.build(scale=4, num_feat=16, num_block=1).eval()
+    # 72x100 with --tile 24 cuts 2 x 3 tiles of one shape; batch 4 leaves a short last batch to pad.
+    frames = _image(72, 100, count=3)
+    eager = Upscaler(network, spec, 4, device="cpu", tile=24, batch=4)
+    compiled = Upscaler(network, spec, 4, device="cpu", tile=24, batch=4, compile=True)
+    expected = eager.upscale(frames[:1])
+    torch.testing.assert_close(compiled.upscale(frames[:1]), expected, atol=1e-3, rtol=0)
+    assert compiled.compiled, compiled.stats.notes  # it did not fall back to eager
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs >= 1  # the counter does count compiled graphs
+    for index in (1, 2):
+        torch.testing.assert_close(compiled.upscale(frames[index:index + 1]), eager.upscale(frames[index:index + 1]),
+                                   atol=1e-3, rtol=0)
+    assert counters["stats"]["unique_graphs"] == graphs

@@ -14,12 +14,30 @@ def test_spans_cover_axis_with_equal_lengths_and_enough_overlap(length, patch, c
     spans = plan_spans(length, patch, context)
     assert spans[0].start == 0 and spans[-1].stop == length
     if len(spans) > 1:
-        assert {s.length for s in spans} == {patch}
+        lengths = {s.length for s in spans}
+        assert len(lengths) == 1 and lengths.pop() <= patch
         for left, right in zip(spans, spans[1:]):
             assert left.stop - right.start >= min(2 * context, patch - 1)
             assert right.start > left.start
     else:
         assert spans[0].length == length
+
+
+@pytest.mark.parametrize("length", [97, 250, 511, 640, 1000, 1920])
+@pytest.mark.parametrize("patch,context", [(64, 16), (96, 16), (200, 32), (544, 16)])
+def test_spans_spend_no_work_on_needless_overlap(length, patch, context):
+    """The fewest tiles of at most `patch`, each as short as the required overlap allows."""
+    spans = plan_spans(length, patch, context)
+    count, tile, overlap = len(spans), spans[0].length, 2 * context
+    if count == 1:
+        return
+    assert (count - 1) * patch - (count - 2) * overlap < length  # one tile fewer could not cover the axis
+    assert count * (tile - 1) - (count - 1) * overlap < length  # one pixel shorter could not either
+
+
+def test_min_length_keeps_tiles_large_enough():
+    spans = plan_spans(200, 160, 16, min_length=160)
+    assert {s.length for s in spans} == {160} and spans[-1].stop == 200
 
 
 @pytest.mark.parametrize("length,patch,context,scale", [(250, 64, 16, 4), (97, 40, 8, 2), (1000, 96, 16, 3), (65, 64, 1, 4)])

@@ -36,6 +36,7 @@ def bench(
     batch: int = options.BATCH,
     device: str = options.DEVICE,
     precision: options.Precision = options.PRECISION,
+    compile_network: bool = options.COMPILE,
     repeats: int = typer.Option(3, "--repeats", min=1, help="Timed runs per model (the median is reported)."),
     as_json: bool = options.JSON,
 ) -> None:
@@ -53,13 +54,15 @@ def bench(
     from .render import print_error
 
     rows = []
-    choice = EngineChoice(device=device, precision=precision.value, tile=tile, batch=batch)
+    choice = EngineChoice(device=device, precision=precision.value, tile=tile, batch=batch, compile=compile_network)
     with RichReporter() as reporter:
         progress = reporter.task("bench", total=len(cards), unit="model")
         for card in cards:
             try:
                 upscaler = load_upscaler(card, choice, reporter)
                 result = benchmark(upscaler, width, height, repeats=repeats)
+            except UsageError:
+                raise  # a wrong option, not a model that failed: stop at once
             except LightsrError as error:
                 print_error(f"{card.id}: {error.message}", error.hint)
                 progress.advance()

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import List
 
 from ..errors import UsageError
-from ..registry import CARDS, PAPERS, PRESET_MODELS, get_card
+from ..registry import CARDS, PAPERS, PRESET_MODELS, PRESETS_MEASURED_ON, get_card
 from . import options
 from .app import app, handles_errors
 from .render import print_json, stdout_table
@@ -54,7 +54,8 @@ def list_models(ctx: typer.Context, as_json: bool = options.JSON) -> None:
     if as_json:
         print_json(rows)
         return
-    stdout_table("lightsr models (PSNR-Y in dB measured with `lightsr eval`; weights: embedded / cached / download)",
+    stdout_table("lightsr models (PSNR-Y in dB measured with `lightsr eval`; weights: embedded / cached / download; "
+                 f"presets picked from speed measured on {PRESETS_MEASURED_ON})",
                  ["id", "scale", "params", "paper", "set5_psnr", "set14_psnr", "license", "weights", "presets"], rows)
 
 

@@ -30,6 +30,10 @@ class ImageFormat(str, Enum):
 
 DEVICE = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.",
                       rich_help_panel="Engine")
+DEVICES = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps; several GPUs "
+                       "share the files or frames: cuda:0,cuda:1 or cuda:all.", rich_help_panel="Engine")
+COMPILE = typer.Option(False, "--compile", help="torch.compile the network: slow first batch, then faster; "
+                       "pays off for videos and many same-size images.", rich_help_panel="Engine")
 PRECISION = typer.Option(Precision.auto, "--precision", help="auto: fp16/bf16 on GPUs where the model is safe, fp32 on CPU.",
                          rich_help_panel="Engine")
 TILE = typer.Option(None, "--tile", help="Tile side in input pixels; 0 = whole image; default: whole image when it fits in memory.",

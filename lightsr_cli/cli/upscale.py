@@ -35,9 +35,10 @@ def upscale(
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Leave existing outputs alone and skip their inputs."),
     tile: Optional[int] = options.TILE,
     batch: int = options.BATCH,
-    device: str = options.DEVICE,
+    device: str = options.DEVICES,
     precision: options.Precision = options.PRECISION,
     tta: bool = options.TTA,
+    compile_network: bool = options.COMPILE,
     as_json: bool = options.JSON,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary (errors still print)."),
     codec: str = typer.Option("libx264", "--codec", help="Video encoder: libx264, libx265, libvpx-vp9, ffv1 (lossless), ...",
@@ -65,20 +66,21 @@ def upscale(
     plan = plan_jobs(inputs, output, rule, recursive, overwrite, skip_existing or (resume and not overwrite))
 
     from ..media.video import EncodeOptions
-    from ..pipeline import EngineChoice, OutputSettings, load_upscaler, run_jobs
+    from ..pipeline import EngineChoice, OutputSettings, load_pool, run_jobs
     from ..video_pipeline import VideoSettings
 
-    choice = EngineChoice(device=device, precision=precision.value, tile=tile, batch=batch, tta=tta)
+    choice = EngineChoice(device=device, precision=precision.value, tile=tile, batch=batch, tta=tta,
+                          compile=compile_network)
     settings = OutputSettings(image_format=rule.image_format, quality=quality, outscale=outscale, overwrite=overwrite)
     with RichReporter(quiet=quiet) as reporter:
-        upscaler = load_upscaler(card, choice, reporter, weights_path=weights_file)
-        for note in upscaler.stats.notes:
+        pool = load_pool(card, choice, reporter, weights_path=weights_file)
+        for note in pool.notes:
             reporter.note(f"note: {note}")
         video_settings = VideoSettings(EncodeOptions(codec, crf, video_preset, pix_fmt, tuple(ffmpeg_args)),
                                        segment_seconds, resume)
-        summary = run_jobs(upscaler, plan.jobs, settings, reporter, video_settings, card.id)
+        summary = run_jobs(pool, plan.jobs, settings, reporter, video_settings, card.id)
     summary.skipped.extend(plan.skipped)
-    report = _summary_dict(summary, card, upscaler)
+    report = _summary_dict(summary, card, pool)
     if as_json:
         print_json(report)
     elif not quiet:
@@ -101,19 +103,20 @@ def _resolve_card(model, preset, scale, weights_file):
     return resolve_model(model, preset.value if preset else None, scale)
 
 
-def _summary_dict(summary, card, upscaler) -> dict:
+def _summary_dict(summary, card, pool) -> dict:
     seconds = summary.seconds
+    upscaler = pool.primary
     return {
         "model": card.id, "arch": card.arch, "scale": card.scale,
-        "device": str(upscaler.device), "precision": upscaler.precision,
-        "tile": upscaler.stats.tile_size, "batch": upscaler.batch, "tta": upscaler.tta,
+        "device": pool.device_names, "precision": upscaler.precision,
+        "tile": upscaler.stats.tile_size, "batch": upscaler.batch, "tta": upscaler.tta, "compiled": upscaler.compiled,
         "files": len(summary.done), "failed": [{"input": str(j.source), "error": e.message} for j, e in summary.failed],
         "skipped": [str(j.source) for j in summary.skipped],
         "outputs": [str(j.target) for j in summary.done],
         "megapixels_in": round(summary.megapixels_in, 6), "megapixels_out": round(summary.megapixels_out, 6),
         "seconds": round(seconds, 3),
         "megapixels_out_per_second": round(summary.megapixels_out / seconds, 4) if seconds > 0 else None,
-        "fp32_fallbacks": upscaler.stats.fp32_fallbacks,
+        "fp32_fallbacks": pool.fp32_fallbacks,
         **_video_summary(summary.videos),
     }
 
@@ -147,7 +150,7 @@ def _print_summary(report: dict) -> None:
                  + (f", {rate:.3f} MP/s" if rate else ""))
     stderr.print(f"  model {report['model']} ({report['arch']} x{report['scale']}) on {report['device']}, "
                  f"{report['precision']}, tile {tile}, batch {report['batch']}"
-                 + (", tta" if report["tta"] else ""))
+                 + (", tta" if report["tta"] else "") + (", compiled" if report["compiled"] else ""))
     if "video" in report:
         v = report["video"]
         stderr.print(f"  video: {v['frames']} frames in {v['seconds']:.2f} s = {v['end_to_end_fps']} fps end to end "
