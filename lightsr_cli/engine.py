@@ -306,7 +306,10 @@ class Upscaler:
         finally:
             if progress:
                 progress.close()
-        return torch.cat(whole_images) if single else output
+        if not single:
+            return output
+        # On CUDA the results sit in pinned buffers: copy them out so pinned memory is recycled at once.
+        return whole_images[0] if len(whole_images) == 1 and self._copy_stream is None else torch.cat(whole_images)
 
     # -- forward --------------------------------------------------------------------------------
 

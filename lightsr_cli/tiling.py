@@ -41,7 +41,7 @@ def plan_spans(length: int, tile: int, context: int, align: int = 1, min_length:
         return [Span(0, length)]
     overlap = min(2 * context, tile - 1)
     if align > 1:
-        return _aligned_spans(length, tile, overlap, align)
+        return _aligned_spans(length, tile, overlap, align, min_length)
     count = math.ceil((length - overlap) / (tile - overlap))
     if count <= 1:
         return [Span(0, length)]
@@ -52,7 +52,18 @@ def plan_spans(length: int, tile: int, context: int, align: int = 1, min_length:
     return [Span(start, start + tile) for start in starts]
 
 
-def _aligned_spans(length: int, tile: int, overlap: int, align: int) -> list[Span]:
+def _aligned_spans(length: int, tile: int, overlap: int, align: int, min_length: int) -> list[Span]:
+    """The fewest aligned spans of at most ``tile``, each as short as a multiple of ``align`` allows."""
+    full = _aligned_plan(length, tile, overlap, align)
+    shortest = max(min_length, math.ceil((length + (len(full) - 1) * overlap) / len(full)))
+    for candidate in range(math.ceil(shortest / align) * align, tile, align):
+        plan = _aligned_plan(length, candidate, overlap, align)
+        if len(plan) <= len(full):
+            return plan
+    return full
+
+
+def _aligned_plan(length: int, tile: int, overlap: int, align: int) -> list[Span]:
     step = max(align, (tile - overlap) // align * align)
     last = math.ceil((length - tile) / align) * align  # the first aligned start whose span reaches the border
     starts = list(range(0, last, step)) + [last]

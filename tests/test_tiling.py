@@ -72,10 +72,26 @@ def test_aligned_spans_start_on_the_grid_and_cover_with_overlap(length, patch, c
     spans = plan_spans(length, patch, context, align)
     assert spans[0].start == 0 and spans[-1].stop == length
     assert all(span.start % align == 0 for span in spans)
-    assert all(span.length == patch for span in spans[:-1]) and spans[-1].length <= patch
+    lengths = {span.length for span in spans[:-1]}
+    assert len(lengths) <= 1 and spans[-1].length <= patch and all(n <= patch and n % align == 0 for n in lengths)
     for left, right in zip(spans, spans[1:]):
         assert left.stop - right.start >= min(2 * context, patch - 1)
     total = np.zeros(length * 2)
     for index, span in enumerate(spans):
         total[span.start * 2: span.stop * 2] += blend_ramp(spans, index, 2, context)
     np.testing.assert_allclose(total, 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("length", [100, 250, 511, 960, 1920])
+@pytest.mark.parametrize("patch,context,align", [(96, 16, 32), (564, 24, 6), (576, 32, 64)])
+def test_aligned_spans_are_no_longer_than_needed(length, patch, context, align):
+    """As few aligned tiles as full-size ones would need, and one `align` step shorter would need more."""
+    from lightsr_cli.tiling import _aligned_plan
+
+    spans = plan_spans(length, patch, context, align)
+    if len(spans) == 1:
+        return
+    assert len(spans) == len(_aligned_plan(length, patch, 2 * context, align))
+    tile = spans[0].length
+    if tile - align >= 2 * context + align:
+        assert len(_aligned_plan(length, tile - align, 2 * context, align)) > len(spans)
