@@ -18,17 +18,20 @@ from lightsr_cli.registry import get_card
 from lightsr_cli.weights import embedded_path
 
 
-def main() -> None:
-    bench = json.loads(Path(sys.argv[1]).read_text())
+def measured_from(bench: dict | list, quality: list) -> list[Measured]:
+    """`lightsr bench --json` rows (or a results file holding them) + results-quality.json -> Measured."""
     bench = bench["rows"] if isinstance(bench, dict) else bench
-    quality = json.loads(Path(sys.argv[2]).read_text())
     psnr = {r["model"]: r["psnr_y"] for r in quality if r["dataset"] == "Set14" and not r["tta"]}
     for row in bench:  # not scored yet: the official code's score, which our eval reproduces
         psnr.setdefault(row["model"], get_card(row["model"]).reference_psnr.get("Set14"))
     psnr = {model: value for model, value in psnr.items() if value is not None}
-    measured = [Measured(row["model"], row["scale"], psnr[row["model"]], min(row["model_ms"], row["end_to_end_ms"]),
-                         embedded_path(get_card(row["model"])) is not None)
-                for row in bench if row["model"] in psnr]
+    return [Measured(row["model"], row["scale"], psnr[row["model"]], min(row["model_ms"], row["end_to_end_ms"]),
+                     embedded_path(get_card(row["model"])) is not None)
+            for row in bench if row["model"] in psnr]
+
+
+def main() -> None:
+    measured = measured_from(json.loads(Path(sys.argv[1]).read_text()), json.loads(Path(sys.argv[2]).read_text()))
     for m in sorted(measured, key=lambda m: (m.scale, m.milliseconds)):
         print(f"{m.model_id:15s} x{m.scale} {m.milliseconds:10.1f} ms {m.psnr:8.4f} dB  shippable={m.shippable}")
     print(json.dumps(pick_presets(measured), indent=1))

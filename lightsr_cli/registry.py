@@ -262,11 +262,11 @@ _BY_ID = {card.id: card for card in CARDS}
 # (benchmarks/results-bench-cpu-320x180.json) and Set14 PSNR-Y (benchmarks/results-quality.json):
 # `python benchmarks/pick_presets.py benchmarks/results-bench-cpu-320x180.json benchmarks/results-quality.json`.
 PRESET_MODELS: Mapping[int, Mapping[str, str]] = {
-    2: {"fast": "plainusr-x2", "balanced": "bsrn-x2", "quality": "emt-x2"},
-    3: {"fast": "a2n-x3", "balanced": "bsrn-x3", "quality": "emt-x3"},
-    4: {"fast": "plainusr-u-x4", "balanced": "bsrn-s-x4", "quality": "emt-x4"},
+    2: {"fast": "plainusr-m-x2", "balanced": "bsrn-x2", "quality": "emt-x2"},
+    3: {"fast": "bsrn-x3", "balanced": "bsrn-x3", "quality": "emt-x3"},
+    4: {"fast": "plainusr-m-x4", "balanced": "bsrn-x4", "quality": "emt-x4"},
 }
-PRESETS_MEASURED_ON = "CPU (2 vCPU)"
+PRESETS_MEASURED_ON = "CPU (2 vCPU), benchmarks/results-bench-cpu-320x180.json"
 DEFAULT_PRESET = "balanced"
 DEFAULT_SCALE = 4
 

@@ -30,3 +30,18 @@ def test_balanced_is_chosen_among_shippable_models():
     table = pick_presets([Measured("free", 4, 28.7, 100), Measured("unlicensed", 4, 28.8, 50, shippable=False),
                           Measured("quick", 4, 28.0, 10, shippable=False)])[4]
     assert table == {"balanced": "free", "quality": "unlicensed", "fast": "quick"}
+
+
+def test_shipped_presets_are_what_the_rule_picks_from_the_stored_measurements():
+    """registry.PRESET_MODELS must not drift from benchmarks/results-*.json and the rule."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    benchmarks = Path(__file__).resolve().parent.parent / "benchmarks"
+    spec = importlib.util.spec_from_file_location("pick_presets", benchmarks / "pick_presets.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    measured = script.measured_from(json.loads((benchmarks / "results-bench-cpu-320x180.json").read_text()),
+                                    json.loads((benchmarks / "results-quality.json").read_text()))
+    assert pick_presets(measured) == {scale: dict(picks) for scale, picks in PRESET_MODELS.items()}
