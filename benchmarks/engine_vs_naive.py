@@ -8,7 +8,7 @@ image on a large frame (--tiling-size, 4K output by default), where tiling is wh
 use. With --video, the video pipeline's end-to-end fps against model-only fps.
 
     python benchmarks/engine_vs_naive.py --models bsrn-x4 plainusr-x4 --size 1280x720 --compile \
-        --video plainusr-x4 --out benchmarks/results-cpu.json
+        --video bsrn-x4 --out benchmarks/results-cpu.json
 
 Absolute times vary between machines; the ratios measured in one run are what this file is for.
 """
@@ -69,6 +69,16 @@ def engine_seconds(upscaler, frame: np.ndarray, repeats: int) -> float:
     return _median_seconds(lambda: upscale_pixels(upscaler, frame), upscaler.device, repeats)
 
 
+def engine_float_io_seconds(upscaler, frame: np.ndarray, repeats: int) -> float:
+    """The engine fed and read as float32 on the host (the path before uint8 transfers), for comparison."""
+    def run():
+        x = torch.from_numpy(frame.astype(np.float32) / 255).permute(2, 0, 1)[None].contiguous()
+        y = upscaler.upscale(x)
+        (y.clamp(0, 1) * 255).round().byte()[0].permute(1, 2, 0).contiguous().numpy()
+
+    return _median_seconds(run, upscaler.device, repeats)
+
+
 def engine_batched_seconds(upscaler, frame: np.ndarray, repeats: int) -> float:
     """Per-frame time when frames go through in batches (the video path)."""
     batch = upscaler.batch
@@ -88,6 +98,8 @@ def measure_model(model_id: str, size: tuple[int, int], tiling_size: tuple[int, 
     row["naive_s"] = naive_seconds(naive_network, engine.spec, frame, engine.device, repeats)
     row["engine_s"] = engine_seconds(engine, frame, repeats)
     row["speedup_vs_naive"] = row["naive_s"] / row["engine_s"]
+    row["engine_float_io_s"] = engine_float_io_seconds(engine, frame, repeats)
+    row["uint8_io_gain"] = row["engine_float_io_s"] / row["engine_s"]
     row["engine_output_mp_s"] = width * height * card.scale ** 2 / 1e6 / row["engine_s"]
     if batch > 1:
         batched = load_upscaler(card, EngineChoice(device=device, batch=batch))
@@ -148,6 +160,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--video", default=None, help="model id for the video pipeline measurement")
+    parser.add_argument("--video-batch", type=int, default=1, help="--batch for the video measurement")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.lower().split("x"))
@@ -163,7 +176,7 @@ def main() -> None:
                    for m in args.models],
     }
     if args.video:
-        results["video"] = measure_video(args.video, str(device), args.batch)
+        results["video"] = measure_video(args.video, str(device), args.video_batch)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps(results, indent=1))
 
