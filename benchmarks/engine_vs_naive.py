@@ -4,8 +4,9 @@ Naive baseline = what the official test scripts do: the same module in fp32, bat
 NCHW memory format, torch.no_grad, one frame at a time. The engine runs with its defaults for the
 device (precision auto, its memory format, uint8 transfers, batching) plus the variants below:
 frames in batches, torch.compile (--compile), and tiling overhead: --tile 512 against the whole
-image on a large frame (--tiling-size, 4K output by default), where tiling is what a user would
-use. With --video, the video pipeline's end-to-end fps against model-only fps.
+image on a large frame (--tiling-size, 2560x1440 output by default). Variants are timed in
+alternating rounds, so a shared machine's drifting load falls on all of them alike. With --video,
+the video pipeline's end-to-end fps against model-only fps.
 
     python benchmarks/engine_vs_naive.py --models bsrn-x4 plainusr-x4 --size 1280x720 --compile \
         --video bsrn-x4 --out benchmarks/results-cpu.json
@@ -40,19 +41,26 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _median_seconds(run, device: torch.device, repeats: int) -> float:
-    run()  # warm-up (cudnn autotuning, allocator)
-    _sync(device)
-    samples = []
-    for _ in range(repeats):
-        started = time.perf_counter()
+def interleaved_seconds(runs: dict, device: torch.device, rounds: int) -> dict[str, float]:
+    """Median seconds per call of each run, timed in alternating rounds (A B C A B C ...).
+
+    Shared machines drift (other tenants, CPU steal): alternating puts the drift on every variant
+    alike, so the ratios hold even when absolute times wander between runs of this script.
+    """
+    for run in runs.values():  # warm-up: cudnn autotuning, allocator, compiled graphs
         run()
-        _sync(device)
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
+    _sync(device)
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            started = time.perf_counter()
+            run()
+            _sync(device)
+            samples[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def naive_seconds(network: torch.nn.Module, spec, frame: np.ndarray, device: torch.device, repeats: int) -> float:
+def naive_run(network: torch.nn.Module, spec, frame: np.ndarray, device: torch.device):
     """Official-script style: fp32, NCHW, no_grad, whole frame, host array in and out."""
     network = copy.deepcopy(network).to(device, torch.float32).to(memory_format=torch.contiguous_format).eval()
 
@@ -62,31 +70,20 @@ def naive_seconds(network: torch.nn.Module, spec, frame: np.ndarray, device: tor
             y = network(x * spec.input_range) / spec.input_range
             (y.clamp(0, 1) * 255).round().byte()[0].permute(1, 2, 0).cpu().numpy()
 
-    return _median_seconds(run, device, repeats)
+    return run
 
 
-def engine_seconds(upscaler, frame: np.ndarray, repeats: int) -> float:
-    return _median_seconds(lambda: upscale_pixels(upscaler, frame), upscaler.device, repeats)
-
-
-def engine_float_io_seconds(upscaler, frame: np.ndarray, repeats: int) -> float:
+def float_io_run(upscaler, frame: np.ndarray):
     """The engine fed and read as float32 on the host (the path before uint8 transfers), for comparison."""
     def run():
         x = torch.from_numpy(frame.astype(np.float32) / 255).permute(2, 0, 1)[None].contiguous()
         y = upscaler.upscale(x)
         (y.clamp(0, 1) * 255).round().byte()[0].permute(1, 2, 0).contiguous().numpy()
 
-    return _median_seconds(run, upscaler.device, repeats)
+    return run
 
 
-def engine_batched_seconds(upscaler, frame: np.ndarray, repeats: int) -> float:
-    """Per-frame time when frames go through in batches (the video path)."""
-    batch = upscaler.batch
-    frames = torch.from_numpy(np.stack([frame] * batch).astype(np.float32) / 255).permute(0, 3, 1, 2).contiguous()
-    return _median_seconds(lambda: upscaler.upscale(frames), upscaler.device, repeats) / batch
-
-
-def measure_model(model_id: str, size: tuple[int, int], tiling_size: tuple[int, int], device: str, repeats: int,
+def measure_model(model_id: str, size: tuple[int, int], tiling_size: tuple[int, int], device: str, rounds: int,
                   batch: int, compiled: bool) -> dict:
     card = get_card(model_id)
     width, height = size[0] // card.scale, size[1] // card.scale
@@ -94,29 +91,33 @@ def measure_model(model_id: str, size: tuple[int, int], tiling_size: tuple[int, 
     engine = load_upscaler(card, EngineChoice(device=device))
     row = {"model": model_id, "input": f"{width}x{height}", "output": f"{width * card.scale}x{height * card.scale}",
            "engine_precision": engine.precision}
-    naive_network = engine._fp32_master  # the same weights (copied to NCHW fp32 by naive_seconds)
-    row["naive_s"] = naive_seconds(naive_network, engine.spec, frame, engine.device, repeats)
-    row["engine_s"] = engine_seconds(engine, frame, repeats)
-    row["speedup_vs_naive"] = row["naive_s"] / row["engine_s"]
-    row["engine_float_io_s"] = engine_float_io_seconds(engine, frame, repeats)
-    row["uint8_io_gain"] = row["engine_float_io_s"] / row["engine_s"]
-    row["engine_output_mp_s"] = width * height * card.scale ** 2 / 1e6 / row["engine_s"]
+    runs = {
+        "naive": naive_run(engine._fp32_master, engine.spec, frame, engine.device),  # the same weights, NCHW fp32
+        "engine": lambda: upscale_pixels(engine, frame),
+        "engine_float_io": float_io_run(engine, frame),
+    }
     if batch > 1:
         batched = load_upscaler(card, EngineChoice(device=device, batch=batch))
-        row[f"engine_batch{batch}_s_per_frame"] = engine_batched_seconds(batched, frame, repeats)
-        row[f"batch{batch}_speedup_vs_naive"] = row["naive_s"] / row[f"engine_batch{batch}_s_per_frame"]
+        frames = torch.from_numpy(np.stack([frame] * batch)).permute(0, 3, 1, 2)
+        runs[f"engine_batch{batch}"] = lambda: batched.upscale(frames, to_uint8=True)
     if compiled:
         engine_compiled = load_upscaler(card, EngineChoice(device=device, compile=True))
         started = time.perf_counter()
         upscale_pixels(engine_compiled, frame)
         row["compile_first_call_s"] = time.perf_counter() - started
-        row["engine_compiled_s"] = engine_seconds(engine_compiled, frame, repeats)
-        row["compiled_speedup_vs_naive"] = row["naive_s"] / row["engine_compiled_s"]
-    row.update(measure_tiling(card, tiling_size, device, repeats))
+        runs["engine_compiled"] = lambda: upscale_pixels(engine_compiled, frame)
+    seconds = interleaved_seconds(runs, engine.device, rounds)
+    if batch > 1:
+        seconds[f"engine_batch{batch}"] /= batch  # per frame
+    row.update({f"{name}_s": value for name, value in seconds.items()})
+    row.update({f"{name}_speedup_vs_naive": seconds["naive"] / value for name, value in seconds.items() if name != "naive"})
+    row["uint8_io_gain"] = seconds["engine_float_io"] / seconds["engine"]
+    row["engine_output_mp_s"] = width * height * card.scale ** 2 / 1e6 / seconds["engine"]
+    row.update(measure_tiling(card, tiling_size, device, rounds))
     return row
 
 
-def measure_tiling(card, tiling_size: tuple[int, int], device: str, repeats: int, tile: int = 512) -> dict:
+def measure_tiling(card, tiling_size: tuple[int, int], device: str, rounds: int, tile: int = 512) -> dict:
     """Time with --tile 512 over time in one piece, on a frame large enough that tiles are worth it."""
     width, height = tiling_size[0] // card.scale, tiling_size[1] // card.scale
     frame = _synthetic_frame(height, width)
@@ -124,11 +125,12 @@ def measure_tiling(card, tiling_size: tuple[int, int], device: str, repeats: int
     tiled = load_upscaler(card, EngineChoice(device=device, tile=tile))
     auto = load_upscaler(card, EngineChoice(device=device))
     rows, cols = tiled.tile_spans(height, width, tile)
-    whole_s = engine_seconds(whole, frame, repeats)
-    tiled_s = engine_seconds(tiled, frame, repeats)
-    return {"tiling_input": f"{width}x{height}", f"tiling_grid_tile{tile}": f"{len(rows)}x{len(cols)} of "
-            f"{rows[0].length}x{cols[0].length}", "tiling_whole_s": whole_s, f"tiling_tile{tile}_s": tiled_s,
-            f"tiling_overhead_tile{tile}": tiled_s / whole_s - 1,
+    seconds = interleaved_seconds({"whole": lambda: upscale_pixels(whole, frame),
+                                   "tiled": lambda: upscale_pixels(tiled, frame)}, whole.device, rounds)
+    return {"tiling_input": f"{width}x{height}",
+            f"tiling_grid_tile{tile}": f"{len(rows)}x{len(cols)} of {rows[0].length}x{cols[0].length}",
+            "tiling_whole_s": seconds["whole"], f"tiling_tile{tile}_s": seconds["tiled"],
+            f"tiling_overhead_tile{tile}": seconds["tiled"] / seconds["whole"] - 1,
             "tiling_auto_tile": auto.auto_tile_size(height, width) or "whole image"}
 
 
@@ -154,10 +156,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["bsrn-x4", "plainusr-x4"])
     parser.add_argument("--size", default="1280x720", help="output frame size")
-    parser.add_argument("--tiling-size", default="3840x2160", help="output frame size for the tiling overhead")
+    parser.add_argument("--tiling-size", default="2560x1440", help="output frame size for the tiling overhead")
     parser.add_argument("--compile", action="store_true", help="also time the engine with torch.compile")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds (each variant once per round)")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--video", default=None, help="model id for the video pipeline measurement")
     parser.add_argument("--video-batch", type=int, default=1, help="--batch for the video measurement")
@@ -170,9 +172,10 @@ def main() -> None:
     results = {
         "lightsr": __version__, "torch": torch.__version__, "python": platform.python_version(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()})",
-        "torch_threads": torch.get_num_threads(), "size": args.size, "repeats": args.repeats,
+        "torch_threads": torch.get_num_threads(), "size": args.size, "rounds": args.rounds,
         "command": " ".join(sys.argv),
-        "models": [measure_model(m, size, tiling_size, str(device), args.repeats, args.batch, args.compile)
+        "note": "seconds per frame (engine_batchN_s too); medians of interleaved rounds",
+        "models": [measure_model(m, size, tiling_size, str(device), args.rounds, args.batch, args.compile)
                    for m in args.models],
     }
     if args.video:
