@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections import deque
 import os
 from dataclasses import dataclass, field
 
@@ -256,6 +257,17 @@ class Upscaler:
         patch = max(max(tile, self.spec.min_tile) + 2 * self.spec.tile_overlap, self.spec.min_size)
         return math.ceil(patch / multiple) * multiple
 
+    def _batches(self, count: int, row_spans: list[Span], col_spans: list[Span]) -> list[list[tuple[int, int, int]]]:
+        """(image, row, column) tile jobs in batches of at most `batch`, each batch of one crop shape.
+
+        Tiles of equal shape go through together (aligned tilings have shorter last rows/columns);
+        the sort is stable, so with one tile per image the batches keep the images' order.
+        """
+        jobs = sorted(((n, r, c) for n in range(count) for r in range(len(row_spans)) for c in range(len(col_spans))),
+                      key=lambda job: (row_spans[job[1]].length, col_spans[job[2]].length))
+        chunks = [jobs[i:i + self.batch] for i in range(0, len(jobs), self.batch)]
+        return [part for chunk in chunks for part in _split_by_shape(chunk, row_spans, col_spans)]
+
     def _upscale_tiled(self, images: torch.Tensor, tile: int, reporter: Reporter, to_uint8: bool) -> torch.Tensor:
         count, channels, height, width = images.shape
         row_spans, col_spans = self.tile_spans(height, width, tile)
@@ -263,16 +275,15 @@ class Upscaler:
         self.stats.tile_size = max(row_spans[0].length, col_spans[0].length) if len(tiles) > 1 else 0
         self.stats.tiles += len(tiles) * count
         single = len(tiles) == 1
-        # Tiles of equal shape go through together (aligned tilings have shorter last rows/columns).
-        jobs = sorted(((n, r, c) for n in range(count) for (r, c) in tiles),
-                      key=lambda job: (row_spans[job[1]].length, col_spans[job[2]].length))
-        chunks = [jobs[i:i + self.batch] for i in range(0, len(jobs), self.batch)]
-        chunks = [part for chunk in chunks for part in _split_by_shape(chunk, row_spans, col_spans)]
+        chunks = self._batches(count, row_spans, col_spans)
         s = self.scale
         if single:
             output = None
         else:
-            output = torch.zeros(count, channels, height * s, width * s, dtype=torch.float32)
+            # NHWC, like the network's output: blending reads tiles in their layout, and the result
+            # turns into H x W x C pixels without a transposing copy.
+            output = torch.empty(count, channels, height * s, width * s, dtype=torch.float32,
+                                 memory_format=torch.channels_last).zero_()
             ramps = {(r, c): torch.from_numpy(np.outer(blend_ramp(row_spans, r, s, self.spec.tile_overlap),
                                                        blend_ramp(col_spans, c, s, self.spec.tile_overlap)))
                      for r, c in tiles}
@@ -284,25 +295,18 @@ class Upscaler:
                 return
             for (n, r, c), result in zip(chunk, results):
                 rows, cols = row_spans[r], col_spans[c]
-                output[n, :, rows.start * s:rows.stop * s, cols.start * s:cols.stop * s] += result * ramps[(r, c)]
+                output[n, :, rows.start * s:rows.stop * s, cols.start * s:cols.stop * s].addcmul_(result, ramps[(r, c)])
 
-        progress = reporter.task("tiles", total=len(jobs), unit="tile") if len(jobs) > self.batch else None
-        # One batch stays in flight: while its result copies back, the next is cropped and launched.
-        in_flight: list[tuple[list, _Launched]] = []
+        def crops_of(chunk) -> torch.Tensor:
+            return torch.stack([images[n, :, row_spans[r].start:row_spans[r].stop, col_spans[c].start:col_spans[c].stop]
+                                for n, r, c in chunk])
+
+        progress = reporter.task("tiles", total=count * len(tiles), unit="tile") if len(chunks) > 1 else None
         try:
-            for chunk in chunks:
-                crops = torch.stack([images[n, :, row_spans[r].start:row_spans[r].stop,
-                                            col_spans[c].start:col_spans[c].stop] for n, r, c in chunk])
-                in_flight.append((chunk, self._launch(crops, quantize=single and to_uint8)))
-                if len(in_flight) > 1 or self._copy_stream is None:
-                    done_chunk, launched = in_flight.pop(0)
-                    place(done_chunk, self._finish(launched))
-                    if progress:
-                        progress.advance(len(done_chunk))
-            for done_chunk, launched in in_flight:
-                place(done_chunk, self._finish(launched))
+            for chunk, results in self._results_in_order(chunks, crops_of, quantize=single and to_uint8):
+                place(chunk, results)
                 if progress:
-                    progress.advance(len(done_chunk))
+                    progress.advance(len(chunk))
         finally:
             if progress:
                 progress.close()
@@ -312,6 +316,21 @@ class Upscaler:
         return whole_images[0] if len(whole_images) == 1 and self._copy_stream is None else torch.cat(whole_images)
 
     # -- forward --------------------------------------------------------------------------------
+
+    def _results_in_order(self, chunks: list[list], crops_of, quantize: bool):
+        """Yield (chunk, host result) per chunk, in order.
+
+        On CUDA one batch stays in flight: while its result copies back to the host, the next
+        batch is cropped and launched, so the device never waits for the host.
+        """
+        in_flight: deque[tuple[list, _Launched]] = deque()
+        for chunk in chunks:
+            in_flight.append((chunk, self._launch(crops_of(chunk), quantize)))
+            if len(in_flight) > 1 or self._copy_stream is None:
+                done, launched = in_flight.popleft()
+                yield done, self._finish(launched)
+        for done, launched in in_flight:
+            yield done, self._finish(launched)
 
     def _padded_size(self, length: int) -> int:
         multiple = max(self.spec.size_multiple, 1)
@@ -341,7 +360,7 @@ class Upscaler:
         y = self._run(network, x)[:count, :, : height * self.scale, : width * self.scale].float()
         if self.spec.input_range != 1.0:
             y = y / self.spec.input_range
-        finite = torch.isfinite(y).all()
+        finite = torch.isfinite(y.sum())  # one pass: any NaN or Inf makes the sum NaN or Inf
         if quantize:
             y = _quantize(y)
         if self._copy_stream is None:
@@ -430,5 +449,5 @@ class Upscaler:
 
 
 def _quantize(result: torch.Tensor) -> torch.Tensor:
-    """Float in [0,1] (unclamped) -> uint8, rounded half to even like numpy."""
-    return result.clamp(0, 1).mul_(255).round_().to(torch.uint8)
+    """Float in [0,1] (unclamped) -> uint8, rounded half to even like numpy. Overwrites ``result``."""
+    return result.clamp_(0, 1).mul_(255).round_().to(torch.uint8)
