@@ -178,3 +178,16 @@ def test_python_api_upscales_numpy_images():
     rgba[2:8, 3:9, 3] = 0  # a transparent hole
     result = upscaler.upscale(rgba)
     assert result.shape == (20, 24, 4) and result[10, 12, 3] < 30 and result[0, 0, 3] > 170
+
+
+def test_compile_flag_reaches_the_engine_and_the_summary(tmp_path):
+    import shutil
+
+    if not any(shutil.which(name) for name in ("cc", "gcc", "clang", "g++")):
+        pytest.skip("torch.compile (inductor) needs a C/C++ compiler on the CPU")
+    source = _png(tmp_path / "a.png", height=12, width=10)
+    code, out, err = run("upscale", str(source), "--model", "bsrn-s-x4", "--device", "cpu", "--compile", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["compiled"] is True and report["files"] == 1
+    assert cv2.imread(str(tmp_path / "a_x4.png")).shape == (48, 40, 3)
