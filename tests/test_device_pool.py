@@ -15,7 +15,7 @@ import torch
 
 from lightsr_cli.device_pool import UpscalerPool, parse_devices
 from lightsr_cli.engine import Upscaler
-from lightsr_cli.errors import UsageError
+from lightsr_cli.errors import DeviceError, UsageError
 from lightsr_cli.jobs import Job, MediaKind
 from lightsr_cli.media import images, video
 from lightsr_cli.pipeline import OutputSettings, run_jobs
@@ -36,6 +36,11 @@ def test_device_lists_are_parsed_and_checked():
         parse_devices("cuda:0,cpu")
     with pytest.raises(UsageError, match="twice"):
         parse_devices("cuda:1,cuda:1")
+    if torch.cuda.is_available():
+        assert parse_devices("cuda:all") == [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    else:
+        with pytest.raises(DeviceError, match="CUDA is not available"):
+            parse_devices("cuda:all")
 
 
 def test_work_goes_to_every_engine_and_comes_back_in_order():
