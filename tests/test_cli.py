@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lightsr_cli.cli import app
+from tests.markers import needs_c_compiler
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -180,11 +181,8 @@ def test_python_api_upscales_numpy_images():
     assert result.shape == (20, 24, 4) and result[10, 12, 3] < 30 and result[0, 0, 3] > 170
 
 
+@needs_c_compiler
 def test_compile_flag_reaches_the_engine_and_the_summary(tmp_path):
-    import shutil
-
-    if not any(shutil.which(name) for name in ("cc", "gcc", "clang", "g++")):
-        pytest.skip("torch.compile (inductor) needs a C/C++ compiler on the CPU")
     source = _png(tmp_path / "a.png", height=12, width=10)
     code, out, err = run("upscale", str(source), "--model", "bsrn-s-x4", "--device", "cpu", "--compile", "--json")
     assert code == 0, err

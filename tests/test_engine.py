@@ -11,6 +11,7 @@ from torch import nn
 from lightsr_cli.archs._spec import ArchSpec
 from lightsr_cli.engine import Upscaler, resolve_device, resolve_precision
 from lightsr_cli.errors import DeviceError, UsageError
+from tests.markers import needs_c_compiler
 
 
 class LocalNet(nn.Module):
@@ -182,13 +183,7 @@ def test_uint8_in_and_out_equals_the_float_path(tile, input_range):
         assert (direct.int() - via_float.int()).abs().max() <= 1
 
 
-def _has_a_c_compiler() -> bool:
-    import shutil
-
-    return any(shutil.which(name) for name in ("cc", "gcc", "clang", "g++"))
-
-
-@pytest.mark.skipif(not _has_a_c_compiler(), reason="torch.compile (inductor) needs a C/C++ compiler on the CPU")
+@needs_c_compiler
 def test_compiled_engine_matches_eager_and_does_not_recompile_per_frame():
     """--compile: same output as eager within 1e-3, and a second frame of the same size reuses the graph."""
     from torch._dynamo.utils import counters
