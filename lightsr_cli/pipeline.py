@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import nn
 
-from . import archs, weights
+from . import archs, pixels, weights
 from .device_pool import UpscalerPool, parse_devices
 from .engine import Upscaler
 from .errors import LightsrError, UsageError
@@ -77,27 +76,8 @@ def load_pool(card: ModelCard, choice: EngineChoice, reporter: Reporter | None =
 
 # -- pixels <-> tensors ---------------------------------------------------------------------------
 
-def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    """H x W x 3 -> 1 x 3 x H x W: uint8 stays uint8 (the engine scales it on the device, a quarter
-    of the bytes to move); uint16 becomes float32 in [0,1]."""
-    if rgb.dtype == np.uint8:
-        return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]
-    scaled = rgb.astype(np.float32) / 65535.0
-    return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))[None]
-
-
-def _to_pixels(tensor: torch.Tensor, dtype: np.dtype) -> np.ndarray:
-    """1 x 3 x H x W (uint8, or float in [0,1]) -> H x W x 3 of ``dtype``, rounded and clipped."""
-    if tensor.dtype == torch.uint8 and dtype == np.uint8:
-        return np.ascontiguousarray(tensor[0].permute(1, 2, 0).numpy())
-    maximum = 65535.0 if dtype == np.uint16 else 255.0
-    array = tensor[0].float().clamp(0, 1).mul(maximum).round().permute(1, 2, 0).numpy()
-    return array.astype(dtype)
-
-
 def _upscale_rgb(upscaler: Upscaler, rgb: np.ndarray, reporter: Reporter | None) -> np.ndarray:
-    result = upscaler.upscale(_to_tensor(rgb), reporter, to_uint8=rgb.dtype == np.uint8)
-    return _to_pixels(result, rgb.dtype)
+    return pixels.upscale_rgb(upscaler, rgb[None], reporter)[0]
 
 
 def upscale_pixels(upscaler: Upscaler, pixels: np.ndarray, reporter: Reporter | None = None) -> np.ndarray:

@@ -311,7 +311,3 @@ def resolve_model(model_id: str | None, preset: str | None, scale: int | None) -
     if scale not in PRESET_MODELS:
         raise UsageError(f"scale {scale} is not supported", hint=f"choose one of {', '.join(map(str, SCALES))}")
     return get_card(PRESET_MODELS[scale][preset or DEFAULT_PRESET])
-
-
-def cards_for_scale(scale: int) -> list[ModelCard]:
-    return [card for card in CARDS if card.scale == scale]

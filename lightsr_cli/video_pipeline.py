@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from . import pixels
 from .device_pool import UpscalerPool
 from .engine import Upscaler
 from .errors import LightsrError, OutputError
@@ -205,17 +205,6 @@ def _write_segments(parts: PartsFolder, first_segment: int, per_segment: int, to
 
 # -- one job ---------------------------------------------------------------------------------------
 
-def _upscale_frames(upscaler: Upscaler, frames: list[np.ndarray]) -> list[np.ndarray]:
-    """8-bit frames travel as uint8 both ways (scaled on the device); 16-bit ones as float32."""
-    batch = np.stack(frames)
-    if batch.dtype == np.uint8:
-        result = upscaler.upscale(torch.from_numpy(batch).permute(0, 3, 1, 2), to_uint8=True)
-        return list(result.permute(0, 2, 3, 1).numpy())
-    scaled = torch.from_numpy(batch.astype(np.float32) / 65535.0).permute(0, 3, 1, 2)
-    result = upscaler.upscale(scaled).clamp(0, 1).mul(65535.0).round().permute(0, 2, 3, 1).numpy()
-    return list(result.astype(np.uint16))
-
-
 def _even_safe_encode(options: video.EncodeOptions, width: int, height: int, bit_depth: int) -> video.EncodeOptions:
     """4:2:0 needs even sizes: an odd output size gets 4:4:4 unless the user chose a pixel format."""
     if options.pix_fmt or (width % 2 == 0 and height % 2 == 0):
@@ -306,7 +295,7 @@ def _upscale_stream(pool: UpscalerPool, frames_queue: queue.Queue, results_queue
 
     def upscale_batch(upscaler: Upscaler, batch: list[np.ndarray]) -> list[np.ndarray]:
         started = time.perf_counter()
-        results = _upscale_frames(upscaler, batch)
+        results = list(pixels.upscale_rgb(upscaler, np.stack(batch)))
         if outscale and outscale != upscaler.scale:
             results = [images.resize(frame, *size) for frame in results]
         busy.append(time.perf_counter() - started)

@@ -26,10 +26,6 @@ def get_spec(arch: str) -> "ArchSpec":
     return importlib.import_module(ARCH_MODULES[arch]).SPEC
 
 
-def all_specs() -> list["ArchSpec"]:
-    return [get_spec(name) for name in ARCH_MODULES]
-
-
 def build_network(arch: str, scale: int, hyperparameters, state_dict):
     """Build one network from a card's data and load its checkpoint strictly, in eval mode."""
     spec = get_spec(arch)

@@ -235,6 +235,7 @@ class BSRN(nn.Module):
         num_out_ch: int = 3,
     ) -> None:
         super().__init__()
+        variant = variant.lower()
         if variant not in VARIANTS:
             raise ValueError(f"unknown BSRN variant {variant!r}; expected one of {VARIANTS}")
         if num_block < 1:
@@ -268,23 +269,9 @@ class BSRN(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-def build(
-    scale: int,
-    variant: str = "bsrn",
-    num_feat: int = 64,
-    num_block: int = 8,
-    num_in_ch: int = 3,
-    num_out_ch: int = 3,
-) -> BSRN:
+def build(scale: int, **hyperparameters: Any) -> BSRN:
     """Official settings: ``bsrn`` 64 features / 8 blocks (x2, x3, x4); ``bsrn-s`` 48 / 5 (x4)."""
-    return BSRN(
-        scale=scale,
-        variant=variant.lower(),
-        num_feat=num_feat,
-        num_block=num_block,
-        num_in_ch=num_in_ch,
-        num_out_ch=num_out_ch,
-    ).eval()
+    return BSRN(scale=scale, **hyperparameters).eval()
 
 
 # Official files are plain state dicts: the default preparation (strip "module.") fits.

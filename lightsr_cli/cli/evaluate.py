@@ -8,7 +8,6 @@ from typing import List, Optional
 import typer
 
 from ..errors import InputError
-from ..registry import resolve_model
 from . import options
 from .app import app, handles_errors
 from .render import RichReporter, print_json, stdout_table

@@ -82,12 +82,6 @@ def _run(args: Sequence[str]) -> subprocess.CompletedProcess[bytes]:
 
 
 @functools.lru_cache(maxsize=1)
-def ffmpeg_version() -> str:
-    """The first line of ``ffmpeg -version``, for reports and bug templates."""
-    out = _run(["-version"]).stdout.decode("utf-8", "replace")
-    return out.splitlines()[0] if out else "unknown"
-
-
 @functools.lru_cache(maxsize=1)
 def _pix_fmt_table() -> dict[str, int | None]:
     """Every pix_fmt name ffmpeg knows -> its deepest component, from ``ffmpeg -pix_fmts``.
