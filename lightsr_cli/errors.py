@@ -1,12 +1,56 @@
-"""Errors a user can act on: one message, an optional hint, an exit code.
+"""Errors a user can act on: one message, an optional hint, an exit code; the one hierarchy.
 
 The CLI prints ``error: <message>`` and ``hint: <hint>`` and exits with ``exit_code``; no traceback
 unless --debug. Library callers catch LightsrError (or a subclass) like any exception.
+
+The library does not speak command-line flags: where a message names a setting, it writes it as
+``{--name}`` or ``{--name value}``. The CLI shows that as ``--name value``
+(:meth:`LightsrError.for_cli`); everyone else sees the Python spelling ``name=value``.
+
+Hierarchy::
+
+    LightsrError
+      UsageError                  options that do not make sense (exit 2)
+      InputError                  a missing, unreadable, corrupt or unsupported input
+        VideoError                  a video that cannot be probed, decoded or encoded
+          VideoNotFoundError, NoVideoStreamError, CorruptVideoError, EmptyVideoError
+          VideoEncodeError            ffmpeg could not encode or join
+            StreamCopyError             an audio/subtitle stream the container cannot hold
+      OutputError                 an output that exists already or cannot be written
+      ModelError                  unknown model, missing scale, unrecognised checkpoint
+      WeightsError                a checkpoint that cannot be found, fetched, verified or loaded
+      DeviceError                 a device that is not available
 """
 
 from __future__ import annotations
 
+import re
 from enum import IntEnum
+
+_SETTING = re.compile(r"\{(-{1,2}[a-z][a-z0-9-]*)(?: ([^{}]+))?\}")
+
+
+def spell_settings(text: str, *, cli: bool) -> str:
+    """``{--name value}`` -> ``--name value`` (cli) or ``name=value`` (Python callers)."""
+
+    def spell(match: re.Match[str]) -> str:
+        flag, value = match.group(1), match.group(2)
+        if cli:
+            return flag if value is None else f"{flag} {value}"
+        name = flag.lstrip("-").replace("-", "_")
+        if value is None:
+            return f"{name}=True" if flag.startswith("--") else name
+        return f"{name}={value}" if _is_number(value) else f"{name}={value!r}"
+
+    return _SETTING.sub(spell, text)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 class ExitCode(IntEnum):
@@ -21,8 +65,21 @@ class LightsrError(Exception):
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
-        self.message = message
-        self.hint = hint
+        self.template = message
+        self.hint_template = hint
+
+    @property
+    def message(self) -> str:
+        return spell_settings(self.template, cli=False)
+
+    @property
+    def hint(self) -> str | None:
+        return spell_settings(self.hint_template, cli=False) if self.hint_template else None
+
+    def for_cli(self) -> tuple[str, str | None]:
+        """(message, hint) with settings spelled as command-line flags."""
+        hint = spell_settings(self.hint_template, cli=True) if self.hint_template else None
+        return spell_settings(self.template, cli=True), hint
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message} (hint: {self.hint})"
@@ -56,3 +113,27 @@ class DeviceError(LightsrError):
 
 class VideoError(InputError):
     """A video that cannot be probed, decoded or encoded."""
+
+
+class VideoNotFoundError(VideoError):
+    """The path does not exist or is not a file."""
+
+
+class NoVideoStreamError(VideoError):
+    """A media file without a (usable) video stream, e.g. audio only."""
+
+
+class CorruptVideoError(VideoError):
+    """A file ffmpeg cannot open, or truncated data, found while probing or mid-stream while decoding."""
+
+
+class EmptyVideoError(VideoError):
+    """A video stream with zero frames."""
+
+
+class VideoEncodeError(VideoError):
+    """ffmpeg failed while encoding or muxing an output."""
+
+
+class StreamCopyError(VideoEncodeError):
+    """The output container cannot hold a stream copied from the source (e.g. PGS subtitles in mp4)."""

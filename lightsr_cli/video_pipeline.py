@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import pixels
+from . import fs, pixels
 from .device_pool import UpscalerPool
 from .engine import Upscaler
 from .errors import LightsrError, OutputError
@@ -252,7 +252,7 @@ def run_video_job(pool: UpscalerPool, job: Job, outscale: float | None, settings
         joined = parts.joined()
         video.concat_segments([parts.segment(i) for i in range(math.ceil(info.frame_count / per_segment))],
                               info, joined)
-        _move_into_place(joined, job.target, overwrite)
+        fs.place_file(joined, job.target, overwrite=overwrite)
         parts.remove()
     except BaseException:
         stop.set()
@@ -307,16 +307,3 @@ def _upscale_stream(pool: UpscalerPool, frames_queue: queue.Queue, results_queue
                 return sum(busy) / len(pool)
     _put(results_queue, _END, stop)
     return sum(busy) / len(pool)
-
-
-def _move_into_place(temp: Path, target: Path, overwrite: bool) -> None:
-    try:
-        if overwrite:
-            os.replace(temp, target)
-            return
-        os.link(temp, target)
-        temp.unlink()
-    except FileExistsError:
-        raise OutputError(f"output exists: {target}", hint="pass --overwrite to replace it") from None
-    except OSError as error:
-        raise OutputError(f"cannot write {target}: {error.strerror or error}") from None

@@ -48,7 +48,7 @@ def handles_errors(command: Callable) -> Callable:
         except LightsrError as error:
             if debug:
                 traceback.print_exc()
-            print_error(error.message, error.hint)
+            print_error(*error.for_cli())
             raise typer.Exit(int(error.exit_code)) from None
         except KeyboardInterrupt:
             print_error("interrupted", "nothing was left half-written; finished outputs are kept")

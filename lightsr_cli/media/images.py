@@ -7,15 +7,14 @@ renamed into place only when complete; without ``overwrite`` an existing file is
 
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from .. import fs
 from ..errors import InputError, OutputError
 
 IMAGE_EXTENSIONS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".bmp": "bmp",
@@ -183,47 +182,7 @@ def encode_image(pixels: np.ndarray, options: EncodeOptions) -> bytes:
 
 
 def write_image(path: Path, pixels: np.ndarray, options: EncodeOptions, overwrite: bool = False) -> None:
-    write_file_atomically(path, encode_image(pixels, options), overwrite)
-
-
-def write_file_atomically(path: Path, data: bytes, overwrite: bool) -> None:
-    """Write to a temp file beside ``path``, then move it into place in one step.
-
-    Without ``overwrite`` the final step is a hard link, which fails rather than replace a file
-    that appeared in the meantime (e.g. another lightsr writing the same output).
-    """
-    folder = path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
-    except OSError as error:
-        raise OutputError(f"cannot write to {folder}: {error.strerror or error}",
-                          hint="choose another output folder with -o") from None
-    temp = Path(temp_name)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        if overwrite:
-            os.replace(temp, path)
-        else:
-            _move_without_overwrite(temp, path)
-    except OutputError:
-        raise
-    except OSError as error:
-        raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
-    finally:
-        temp.unlink(missing_ok=True)
-
-
-def _move_without_overwrite(temp: Path, path: Path) -> None:
-    try:
-        os.link(temp, path)
-    except FileExistsError:
-        raise OutputError(f"output exists: {path}", hint="pass --overwrite to replace it or --skip-existing") from None
-    except OSError:  # filesystems without hard links
-        if path.exists():
-            raise OutputError(f"output exists: {path}", hint="pass --overwrite to replace it or --skip-existing") from None
-        os.replace(temp, path)
+    fs.write_bytes(path, encode_image(pixels, options), overwrite=overwrite)
 
 
 def resize(pixels: np.ndarray, width: int, height: int) -> np.ndarray:

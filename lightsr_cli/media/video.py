@@ -32,36 +32,10 @@ from typing import IO
 
 import numpy as np
 
-from lightsr_cli.errors import VideoError
+from ..errors import (CorruptVideoError, EmptyVideoError, NoVideoStreamError, StreamCopyError, VideoEncodeError,
+                      VideoError, VideoNotFoundError)
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v"})
-
-
-# --------------------------------------------------------------------------------------------- errors
-
-
-class VideoNotFoundError(VideoError):
-    """The path does not exist or is not a file."""
-
-
-class NoVideoStreamError(VideoError):
-    """A media file without a (usable) video stream, e.g. audio only."""
-
-
-class CorruptVideoError(VideoError):
-    """A file ffmpeg cannot open, or truncated data, found while probing or mid-stream while decoding."""
-
-
-class EmptyVideoError(VideoError):
-    """A video stream with zero frames."""
-
-
-class VideoEncodeError(VideoError):
-    """ffmpeg failed while encoding or muxing an output."""
-
-
-class StreamCopyError(VideoEncodeError):
-    """The output container cannot hold a stream copied from the source (e.g. PGS subtitles in mp4)."""
 
 
 # --------------------------------------------------------------------------------------------- ffmpeg
