@@ -31,8 +31,9 @@ import numpy as np
 import torch
 
 from lightsr_cli import __version__
-from lightsr_cli.bench import _synthetic_frame
-from lightsr_cli.pipeline import EngineChoice, load_upscaler, upscale_pixels
+from lightsr_cli.pipeline.bench import synthetic_frame
+from lightsr_cli.pipeline.loading import EngineSettings, load_engine
+from lightsr_cli.pipeline.pixels import upscale_pixels
 from lightsr_cli.registry import get_card
 
 
@@ -87,8 +88,8 @@ def measure_model(model_id: str, size: tuple[int, int], tiling_size: tuple[int, 
                   batch: int, compiled: bool) -> dict:
     card = get_card(model_id)
     width, height = size[0] // card.scale, size[1] // card.scale
-    frame = _synthetic_frame(height, width)
-    engine = load_upscaler(card, EngineChoice(device=device))
+    frame = synthetic_frame(height, width)
+    engine = load_engine(card, EngineSettings(device=device))
     row = {"model": model_id, "input": f"{width}x{height}", "output": f"{width * card.scale}x{height * card.scale}",
            "engine_precision": engine.precision}
     runs = {
@@ -97,11 +98,11 @@ def measure_model(model_id: str, size: tuple[int, int], tiling_size: tuple[int, 
         "engine_float_io": float_io_run(engine, frame),
     }
     if batch > 1:
-        batched = load_upscaler(card, EngineChoice(device=device, batch=batch))
+        batched = load_engine(card, EngineSettings(device=device, batch=batch))
         frames = torch.from_numpy(np.stack([frame] * batch)).permute(0, 3, 1, 2)
         runs[f"engine_batch{batch}"] = lambda: batched.upscale(frames, to_uint8=True)
     if compiled:
-        engine_compiled = load_upscaler(card, EngineChoice(device=device, compile=True))
+        engine_compiled = load_engine(card, EngineSettings(device=device, compile=True))
         started = time.perf_counter()
         upscale_pixels(engine_compiled, frame)
         row["compile_first_call_s"] = time.perf_counter() - started
@@ -120,10 +121,10 @@ def measure_model(model_id: str, size: tuple[int, int], tiling_size: tuple[int, 
 def measure_tiling(card, tiling_size: tuple[int, int], device: str, rounds: int, tile: int = 512) -> dict:
     """Time with --tile 512 over time in one piece, on a frame large enough that tiles are worth it."""
     width, height = tiling_size[0] // card.scale, tiling_size[1] // card.scale
-    frame = _synthetic_frame(height, width)
-    whole = load_upscaler(card, EngineChoice(device=device, tile=0))
-    tiled = load_upscaler(card, EngineChoice(device=device, tile=tile))
-    auto = load_upscaler(card, EngineChoice(device=device))
+    frame = synthetic_frame(height, width)
+    whole = load_engine(card, EngineSettings(device=device, tile=0))
+    tiled = load_engine(card, EngineSettings(device=device, tile=tile))
+    auto = load_engine(card, EngineSettings(device=device))
     rows, cols = tiled.tile_spans(height, width, tile)
     seconds = interleaved_seconds({"whole": lambda: upscale_pixels(whole, frame),
                                    "tiled": lambda: upscale_pixels(tiled, frame)}, whole.device, rounds)

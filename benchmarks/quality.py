@@ -15,7 +15,8 @@ import json
 import time
 from pathlib import Path
 
-from lightsr_cli.pipeline import EngineChoice, evaluate, load_upscaler
+from lightsr_cli.pipeline.evaluation import evaluate
+from lightsr_cli.pipeline.loading import EngineSettings, load_engine
 from lightsr_cli.registry import CARDS, get_card
 
 
@@ -34,7 +35,7 @@ def main() -> None:
         if (model_id, dataset, tta) in done:
             continue
         card = get_card(model_id)
-        engine = load_upscaler(card, EngineChoice(device="cpu", precision="fp32", tile=0, tta=tta))
+        engine = load_engine(card, EngineSettings(device="cpu", precision="fp32", tile=0, tta=tta))
         started = time.perf_counter()
         score = evaluate(engine, args.benchmarks / dataset)
         official = card.reference_psnr.get(dataset)

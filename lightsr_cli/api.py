@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .pipeline import EngineChoice, load_upscaler, upscale_pixels
+from .pipeline.loading import EngineSettings, load_engine
+from .pipeline.pixels import upscale_pixels
 from .progress import Reporter
 from .registry import resolve_model
 
@@ -27,8 +28,8 @@ class Upscaler:
             self.card = card_for_file(Path(weights))
         else:
             self.card = resolve_model(model, preset, scale)
-        choice = EngineChoice(device=device, precision=precision, tile=tile, batch=batch, tta=tta, compile=compile)
-        self.engine = load_upscaler(self.card, choice, reporter, Path(weights) if weights is not None else None)
+        settings = EngineSettings(device=device, precision=precision, tile=tile, batch=batch, tta=tta, compile=compile)
+        self.engine = load_engine(self.card, settings, reporter, Path(weights) if weights is not None else None)
 
     @property
     def scale(self) -> int:

@@ -39,7 +39,7 @@ def spell_settings(text: str, *, cli: bool) -> str:
             return flag if value is None else f"{flag} {value}"
         name = flag.lstrip("-").replace("-", "_")
         if value is None:
-            return f"{name}=True" if flag.startswith("--") else name
+            return name
         return f"{name}={value}" if _is_number(value) else f"{name}={value!r}"
 
     return _SETTING.sub(spell, text)

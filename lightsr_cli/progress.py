@@ -1,12 +1,15 @@
 """How the library reports progress upward without knowing who listens.
 
 Library layers (weights, engine, pipeline) take a Reporter; the CLI implements it with rich,
-library callers get NullReporter. Tasks are opened, advanced and closed; nothing else.
+library callers get NullReporter. Tasks are opened, advanced and closed; notes and failures are
+said once each.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
+
+from .errors import LightsrError
 
 
 class ProgressTask(Protocol):
@@ -22,6 +25,10 @@ class Reporter(Protocol):
 
     def note(self, message: str) -> None:
         """A one-line remark for the user (stderr in the CLI)."""
+        ...
+
+    def failed(self, subject: str, error: LightsrError) -> None:
+        """One item (a file of a folder run) failed; the run goes on."""
         ...
 
 
@@ -40,4 +47,7 @@ class NullReporter:
         return _NullTask()
 
     def note(self, message: str) -> None:
+        pass
+
+    def failed(self, subject: str, error: LightsrError) -> None:
         pass

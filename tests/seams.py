@@ -41,7 +41,7 @@ class SeamMeter:
         self.counts[group] = self.counts.get(group, 0) + int(values.size)
 
     def add(self, tiled: np.ndarray, whole: np.ndarray, spans: tuple[list[Span], list[Span]], scale: int) -> None:
-        """``spans``: the (row, column) spans the engine tiled with (Upscaler.tile_spans)."""
+        """``spans``: the (row, column) spans the engine tiled with (Engine.tile_spans)."""
         diff = tiled.astype(np.float64) - whole.astype(np.float64)
         for axis in (0, 1):
             gradient = np.abs(np.diff(diff, axis=axis))

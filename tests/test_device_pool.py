@@ -13,20 +13,20 @@ import numpy as np
 import pytest
 import torch
 
-from lightsr_cli.device_pool import UpscalerPool, parse_devices
-from lightsr_cli.engine import Upscaler
+from lightsr_cli.engine import Engine, EnginePool, parse_devices
 from lightsr_cli.errors import DeviceError, UsageError
-from lightsr_cli.jobs import Job, MediaKind
+from lightsr_cli.pipeline.jobs import Job, MediaKind
 from lightsr_cli.media import images, video
-from lightsr_cli.pipeline import OutputSettings, run_jobs
+from lightsr_cli.pipeline.images import OutputSettings
+from lightsr_cli.pipeline.run import run_jobs
 from lightsr_cli.progress import NullReporter
-from lightsr_cli.video_pipeline import VideoSettings, run_video_job
+from lightsr_cli.pipeline.video import VideoSettings, run_video_job
 from tests.test_engine import LocalNet, _spec
 from tests.test_video_pipeline import decode_all, make_clip
 
 
-def _pool(count: int) -> UpscalerPool:
-    return UpscalerPool(Upscaler(LocalNet(), _spec(), 2, device="cpu", batch=3) for _ in range(count))
+def _pool(count: int) -> EnginePool:
+    return EnginePool(Engine(LocalNet(), _spec(), 2, device="cpu", batch=3) for _ in range(count))
 
 
 def test_device_lists_are_parsed_and_checked():
@@ -55,7 +55,7 @@ def test_work_goes_to_every_engine_and_comes_back_in_order():
         return item * item
 
     assert list(pool.map_ordered(work, range(20))) == [i * i for i in range(20)]
-    assert set(used) == {id(u) for u in pool.upscalers}
+    assert set(used) == {id(u) for u in pool.engines}
 
 
 def test_an_error_surfaces_at_its_item_and_stops_the_rest():
@@ -81,7 +81,7 @@ def test_a_folder_split_over_two_engines_equals_one_engine(tmp_path):
     for index in range(6):
         source = tmp_path / f"in{index}.png"
         images.write_image(source, rng.integers(0, 256, (17 + index, 23, 3)).astype(np.uint8),
-                           images.EncodeOptions("png"), overwrite=False)
+                           images.ImageEncodeSettings("png"), overwrite=False)
         jobs.append(Job(source, tmp_path / "two" / source.name, MediaKind.IMAGE))
     (tmp_path / "two").mkdir()
     (tmp_path / "one").mkdir()
@@ -102,11 +102,11 @@ def test_a_folder_split_over_two_engines_equals_one_engine(tmp_path):
 
 def test_video_frames_split_over_two_engines_stay_in_order(tmp_path):
     source = make_clip(tmp_path / "clip.mkv", size="64x48", seconds=1, audio=False, subtitles=False)
-    settings = VideoSettings(encode=video.EncodeOptions(codec="ffv1"))
+    settings = VideoSettings(encode=video.VideoEncodeSettings(codec="ffv1"))
     outputs = {}
     for count in (1, 2):
         target = tmp_path / f"out{count}.mkv"
-        result = run_video_job(_pool(count), Job(source, target, MediaKind.VIDEO), None, settings, False, "toy",
+        result = run_video_job(_pool(count), Job(source, target, MediaKind.VIDEO), OutputSettings(), settings,
                                NullReporter())
         assert result.frames == 24 and result.inference_seconds > 0
         outputs[count] = decode_all(target)

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from lightsr_cli.archs._spec import ArchSpec
-from lightsr_cli.engine import Upscaler, resolve_device, resolve_precision
+from lightsr_cli.archs.spec import ArchSpec
+from lightsr_cli.engine import Engine, resolve_device, resolve_precision
 from lightsr_cli.errors import DeviceError, UsageError
 from tests.markers import needs_c_compiler
 
@@ -40,20 +40,20 @@ def _image(height=37, width=53, count=1) -> torch.Tensor:
 
 def test_tiled_equals_untiled_for_a_local_network():
     net, image = LocalNet(), _image()
-    whole = Upscaler(net, _spec(), 2, device="cpu", tile=0).upscale(image)
-    tiled_engine = Upscaler(net, _spec(), 2, device="cpu", tile=8)
+    whole = Engine(net, _spec(), 2, device="cpu", tile=0).upscale(image)
+    tiled_engine = Engine(net, _spec(), 2, device="cpu", tile=8)
     tiled = tiled_engine.upscale(image)
-    assert tiled_engine.stats.tile_size > 0 and tiled_engine.stats.tiles > 4
+    assert tiled_engine.stats.tile == 8 and tiled_engine.stats.patch_size > 8 and tiled_engine.stats.tiles > 4
     assert whole.shape == (1, 3, 74, 106)
     torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=0)
 
 
 def test_batch_one_equals_batch_n_and_images_are_independent():
     net, images = LocalNet(), _image(count=3)
-    one = Upscaler(net, _spec(), 2, device="cpu", tile=8, batch=1).upscale(images)
-    many = Upscaler(net, _spec(), 2, device="cpu", tile=8, batch=5).upscale(images)
+    one = Engine(net, _spec(), 2, device="cpu", tile=8, batch=1).upscale(images)
+    many = Engine(net, _spec(), 2, device="cpu", tile=8, batch=5).upscale(images)
     torch.testing.assert_close(one, many, atol=1e-6, rtol=0)
-    single = Upscaler(net, _spec(), 2, device="cpu", tile=8).upscale(images[1:2])
+    single = Engine(net, _spec(), 2, device="cpu", tile=8).upscale(images[1:2])
     torch.testing.assert_close(many[1:2], single, atol=1e-6, rtol=0)
 
 
@@ -66,7 +66,7 @@ def test_small_inputs_are_padded_to_min_size_and_cropped_back():
             assert x.shape[-1] >= 16 and x.shape[-2] >= 16 and x.shape[-1] % 8 == 0
             return super().forward(x)
 
-    out = Upscaler(NeedsSixteen(), _spec(min_size=16, size_multiple=8), 2, device="cpu").upscale(_image(5, 11))
+    out = Engine(NeedsSixteen(), _spec(min_size=16, size_multiple=8), 2, device="cpu").upscale(_image(5, 11))
     assert out.shape == (1, 3, 10, 22) and seen == [(16, 16)]
 
 
@@ -77,7 +77,7 @@ def test_input_range_is_applied_around_the_network():
             return nn.functional.interpolate(x, scale_factor=2, mode="nearest")
 
     image = _image(8, 8)
-    out = Upscaler(Echo255(), _spec(input_range=255.0), 2, device="cpu").upscale(image)
+    out = Engine(Echo255(), _spec(input_range=255.0), 2, device="cpu").upscale(image)
     torch.testing.assert_close(out[..., ::2, ::2], image)
 
 
@@ -90,11 +90,11 @@ def test_nan_in_half_precision_is_recomputed_in_fp32():
             return y
 
     image = _image(16, 16)
-    engine = Upscaler(OverflowsInHalf(), _spec(), 2, device="cpu", precision="bf16")
+    engine = Engine(OverflowsInHalf(), _spec(), 2, device="cpu", precision="bf16")
     assert engine.precision == "bf16"
     out = engine.upscale(image)
     assert torch.isfinite(out).all() and engine.stats.fp32_fallbacks == 1
-    reference = Upscaler(LocalNet(), _spec(), 2, device="cpu").upscale(image)
+    reference = Engine(LocalNet(), _spec(), 2, device="cpu").upscale(image)
     torch.testing.assert_close(out, reference, atol=1e-5, rtol=0)
 
 
@@ -106,17 +106,17 @@ def test_out_of_memory_halves_the_tile_until_it_fits():
             return super().forward(x)
 
     image = _image(100, 90)
-    engine = Upscaler(SmallMemory(), _spec(), 2, device="cpu", tile=None)
+    engine = Engine(SmallMemory(), _spec(), 2, device="cpu", tile=None)
     out = engine.upscale(image)
     assert engine.stats.oom_retries >= 1 and out.shape == (1, 3, 200, 180)
-    torch.testing.assert_close(out, Upscaler(LocalNet(), _spec(), 2, device="cpu").upscale(image), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out, Engine(LocalNet(), _spec(), 2, device="cpu").upscale(image), atol=1e-5, rtol=0)
 
 
 def test_automatic_tile_uses_the_whole_image_when_it_fits():
-    engine = Upscaler(LocalNet(), _spec(), 2, device="cpu")
+    engine = Engine(LocalNet(), _spec(), 2, device="cpu")
     assert engine.auto_tile_size(480, 640) == 0
     huge = dataclasses.replace(_spec(), activation_bytes_per_pixel=1 << 40)
-    assert Upscaler(LocalNet(), huge, 2, device="cpu").auto_tile_size(480, 640) > 0
+    assert Engine(LocalNet(), huge, 2, device="cpu").auto_tile_size(480, 640) > 0
 
 
 def test_self_ensemble_of_an_equivariant_network_changes_nothing():
@@ -125,8 +125,8 @@ def test_self_ensemble_of_an_equivariant_network_changes_nothing():
             return nn.functional.interpolate(x, scale_factor=2, mode="nearest")
 
     image = _image(9, 14)
-    plain = Upscaler(Nearest(), _spec(), 2, device="cpu").upscale(image)
-    ensemble = Upscaler(Nearest(), _spec(), 2, device="cpu", tta=True).upscale(image)
+    plain = Engine(Nearest(), _spec(), 2, device="cpu").upscale(image)
+    ensemble = Engine(Nearest(), _spec(), 2, device="cpu", tta=True).upscale(image)
     torch.testing.assert_close(plain, ensemble)
 
 
@@ -144,7 +144,7 @@ def test_device_and_precision_choices():
     dtype, note = resolve_precision("bf16", cpu, _spec(bf16_safe=False))
     assert dtype == torch.float32 and note
     with pytest.raises(UsageError):
-        Upscaler(LocalNet(), _spec(), 2, device="cpu", batch=0)
+        Engine(LocalNet(), _spec(), 2, device="cpu", batch=0)
 
 
 @pytest.mark.parametrize("arch", ["BSRN", "A2N", "EMT", "PlainUSR", "GRL"])
@@ -173,7 +173,7 @@ def test_uint8_in_and_out_equals_the_float_path(tile, input_range):
     """8-bit pixels travel as uint8 and are scaled and rounded on the device: same pixels as via float."""
     generator = torch.Generator().manual_seed(3)
     pixels = torch.randint(0, 256, (2, 3, 37, 53), dtype=torch.uint8, generator=generator)
-    engine = Upscaler(LocalNet(), _spec(input_range=input_range), 2, device="cpu", tile=tile, batch=2)
+    engine = Engine(LocalNet(), _spec(input_range=input_range), 2, device="cpu", tile=tile, batch=2)
     via_float = engine.upscale(pixels.float() / 255).clamp(0, 1).mul(255).round().to(torch.uint8)
     direct = engine.upscale(pixels, to_uint8=True)
     assert direct.dtype == torch.uint8 and direct.shape == (2, 3, 74, 106)
@@ -195,8 +195,8 @@ def test_compiled_engine_matches_eager_and_does_not_recompile_per_frame():
     network = spec.build(scale=4, num_feat=16, num_block=1).eval()
     # 72x100 with --tile 24 cuts 2 x 3 tiles of one shape; batch 4 leaves a short last batch to pad.
     frames = _image(72, 100, count=3)
-    eager = Upscaler(network, spec, 4, device="cpu", tile=24, batch=4)
-    compiled = Upscaler(network, spec, 4, device="cpu", tile=24, batch=4, compile=True)
+    eager = Engine(network, spec, 4, device="cpu", tile=24, batch=4)
+    compiled = Engine(network, spec, 4, device="cpu", tile=24, batch=4, compile=True)
     expected = eager.upscale(frames[:1])
     torch.testing.assert_close(compiled.upscale(frames[:1]), expected, atol=1e-3, rtol=0)
     assert compiled.compiled, compiled.stats.notes  # it did not fall back to eager

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lightsr_cli import pipeline
+from lightsr_cli.pipeline import evaluation, loading, pixels
 from lightsr_cli.media.images import read_image
 from lightsr_cli.metrics import crop_to_match, psnr_y
 from lightsr_cli.registry import CARDS, get_card
@@ -53,7 +53,7 @@ def _smallest(folder: Path, count: int) -> list[Path]:
 
 
 def _engine(model_id: str, tile: int | None = 0):
-    return pipeline.load_upscaler(get_card(model_id), pipeline.EngineChoice(device="cpu", precision="fp32", tile=tile))
+    return loading.load_engine(get_card(model_id), loading.EngineSettings(device="cpu", precision="fp32", tile=tile))
 
 
 @pytest.mark.parametrize("model_id", SCORED)
@@ -65,15 +65,15 @@ def test_benchmark_scores_match_the_official_code(model_id, reference, shared_di
     for dataset in ("Set5", "Set14"):
         official = entry["benchmarks"][dataset]
         if FULL or not expensive:
-            score = pipeline.evaluate(engine, shared_dir / "data" / "benchmarks" / dataset)
+            score = evaluation.evaluate(engine, shared_dir / "data" / "benchmarks" / dataset)
             assert abs(score.psnr_y - official["psnr_y"]) <= 0.01, (dataset, score.psnr_y, official["psnr_y"])
             assert abs(score.ssim_y - official["ssim_y"]) <= 0.001, (dataset, score.ssim_y, official["ssim_y"])
             continue
         root = shared_dir / "data" / "benchmarks" / dataset / f"x{card.scale}"
         for lr_path in _smallest(root / "LR", SUBSET_IMAGES):
-            lr = pipeline._as_rgb(read_image(lr_path))
-            sr = pipeline.upscale_pixels(engine, lr)
-            hr = crop_to_match(pipeline._as_rgb(read_image(root / "HR" / lr_path.name)), sr)
+            lr = evaluation.as_rgb(read_image(lr_path))
+            sr = pixels.upscale_pixels(engine, lr)
+            hr = crop_to_match(evaluation.as_rgb(read_image(root / "HR" / lr_path.name)), sr)
             measured = psnr_y(sr, hr, card.scale)
             assert abs(measured - official["per_image_psnr_y"][lr_path.name]) <= 0.01, (dataset, lr_path.name)
 
@@ -99,16 +99,16 @@ def test_tiling_keeps_quality_and_shows_no_seams(model_id, shared_dir, mirror):
     psnr_whole, psnr_tiled = [], []
     seams, naive_seams = SeamMeter(), SeamMeter()
     for name in names:
-        lr = pipeline._as_rgb(read_image(root / "LR" / name))
-        hr = pipeline._as_rgb(read_image(root / "HR" / name))
-        whole = pipeline.upscale_pixels(whole_engine, lr)
-        tiled = pipeline.upscale_pixels(tiled_engine, lr)
+        lr = evaluation.as_rgb(read_image(root / "LR" / name))
+        hr = evaluation.as_rgb(read_image(root / "HR" / name))
+        whole = pixels.upscale_pixels(whole_engine, lr)
+        tiled = pixels.upscale_pixels(tiled_engine, lr)
         hr = crop_to_match(hr, whole)
         psnr_whole.append(psnr_y(whole, hr, card.scale))
         psnr_tiled.append(psnr_y(tiled, hr, card.scale))
         seams.add(tiled, whole, tiled_engine.tile_spans(*lr.shape[:2], 64), card.scale)
         if len(naive_seams.counts) == 0 or naive_seams.counts.get("other", 0) < 2000:  # a control needs few images
-            naive = pipeline.upscale_pixels(naive_engine, lr)
+            naive = pixels.upscale_pixels(naive_engine, lr)
             naive_seams.add(naive, whole, naive_engine.tile_spans(*lr.shape[:2], 64), card.scale)
     # Tiling must not cost quality. A2N may gain: its attention-dropout weights average over the
     # whole input, and per-tile averages score higher on large images (+0.049 dB on Set14 x3 with
@@ -133,7 +133,7 @@ def test_upscale_command_output_files_score_like_the_official_code(tmp_path, sha
     assert result.exit_code == 0, result.stderr
     scores = []
     for hr_path in sorted((root / "HR").iterdir()):
-        sr = pipeline._as_rgb(read_image(tmp_path / hr_path.name))
-        scores.append(psnr_y(sr, crop_to_match(pipeline._as_rgb(read_image(hr_path)), sr), 4))
+        sr = evaluation.as_rgb(read_image(tmp_path / hr_path.name))
+        scores.append(psnr_y(sr, crop_to_match(evaluation.as_rgb(read_image(hr_path)), sr), 4))
     official = _reference_entry(reference, get_card("bsrn-x4"))["benchmarks"]["Set5"]["psnr_y"]
     assert abs(np.mean(scores) - official) <= 0.01

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError
-from ._spec import ArchSpec, StateDict, strip_module_prefix
+from .spec import ArchSpec, StateDict, strip_module_prefix
 
 __all__ = ["A2N", "SPEC", "build", "detect", "forward_chop", "prepare_state_dict"]
 

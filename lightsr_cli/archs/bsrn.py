@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._spec import ArchSpec, StateDict, strip_module_prefix
+from .spec import ArchSpec, StateDict, strip_module_prefix
 
 VARIANTS = ("bsrn", "bsrn-s")
 

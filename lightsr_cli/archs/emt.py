@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._spec import ArchSpec, StateDict
+from .spec import ArchSpec, StateDict
 
 # RGB mean of DF2K (images 1-3450), as used by the official MeanShift(data_type="DF2K").
 _DF2K_RGB_MEAN = (0.4690, 0.4490, 0.4036)

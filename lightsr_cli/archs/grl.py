@@ -68,7 +68,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._spec import ArchSpec, StateDict
+from .spec import ArchSpec, StateDict
 
 _Pair = tuple[int, int]
 

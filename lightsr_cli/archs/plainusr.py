@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._spec import ArchSpec, StateDict, strip_module_prefix
+from .spec import ArchSpec, StateDict, strip_module_prefix
 
 LEAKY_SLOPE = 0.05
 POOL_KERNEL = 7

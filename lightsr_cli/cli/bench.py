@@ -48,23 +48,24 @@ def bench(
         cards = [get_card(model_id) for model_id in models]
     else:
         cards = [resolve_model(None, preset.value if preset else None, scale)]
-    from ..bench import benchmark
     from ..errors import LightsrError
-    from ..pipeline import EngineChoice, load_upscaler
+    from ..pipeline.bench import benchmark
+    from ..pipeline.loading import EngineSettings, load_engine
     from .render import print_error
 
     rows = []
-    choice = EngineChoice(device=device, precision=precision.value, tile=tile, batch=batch, compile=compile_network)
+    engine_settings = EngineSettings(device=device, precision=precision.value, tile=tile, batch=batch, compile=compile_network)
     with RichReporter() as reporter:
         progress = reporter.task("bench", total=len(cards), unit="model")
         for card in cards:
             try:
-                upscaler = load_upscaler(card, choice, reporter)
-                result = benchmark(upscaler, width, height, repeats=repeats)
+                engine = load_engine(card, engine_settings, reporter)
+                result = benchmark(engine, width, height, repeats=repeats)
             except UsageError:
                 raise  # a wrong option, not a model that failed: stop at once
             except LightsrError as error:
-                print_error(f"{card.id}: {error.message}", error.hint)
+                message, hint = error.for_cli()
+                print_error(f"{card.id}: {message}", hint)
                 progress.advance()
                 continue
             rows.append({

@@ -37,17 +37,18 @@ def evaluate(
     from .upscale import _resolve_card
 
     card = _resolve_card(model, preset, scale, weights_file)
-    from ..pipeline import EngineChoice, evaluate as evaluate_dataset, load_upscaler
+    from ..pipeline.evaluation import evaluate as evaluate_dataset
+    from ..pipeline.loading import EngineSettings, load_engine
 
-    choice = EngineChoice(device=device, precision=precision.value, tile=tile, batch=batch, tta=tta)
+    engine_settings = EngineSettings(device=device, precision=precision.value, tile=tile, batch=batch, tta=tta)
     with RichReporter() as reporter:
-        upscaler = load_upscaler(card, choice, reporter, weights_path=weights_file)
-        scores = [evaluate_dataset(upscaler, dataset, reporter) for dataset in datasets]
+        engine = load_engine(card, engine_settings, reporter, weights_path=weights_file)
+        scores = [evaluate_dataset(engine, dataset, reporter) for dataset in datasets]
     rows = [{
         "dataset": s.dataset, "model": card.id, "scale": s.scale, "images": len(s.images),
         "psnr_y": round(s.psnr_y, 4), "ssim_y": round(s.ssim_y, 4),
         "reference_psnr_y": card.reference_psnr.get(s.dataset), "seconds": round(s.seconds, 2),
-        "device": str(upscaler.device), "precision": upscaler.precision, "tile": upscaler.stats.tile_size,
+        "device": str(engine.device), "precision": engine.precision, "tile": engine.stats.tile,
         "tta": tta,
         **({"per_image": {i.name: {"psnr_y": round(i.psnr_y, 4), "ssim_y": round(i.ssim_y, 4)} for i in s.images}}
            if per_image or as_json else {}),
@@ -56,7 +57,7 @@ def evaluate(
         print_json(rows)
         return
     columns = ["dataset", "model", "scale", "images", "psnr_y", "ssim_y", "reference_psnr_y", "seconds"]
-    stdout_table(f"{card.id} on {upscaler.device} ({upscaler.precision})", columns, rows)
+    stdout_table(f"{card.id} on {engine.device} ({engine.precision})", columns, rows)
     if per_image:
         for row in rows:
             stdout_table(row["dataset"], ["image", "psnr_y", "ssim_y"],

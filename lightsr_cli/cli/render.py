@@ -11,6 +11,8 @@ from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progre
                            TextColumn, TimeElapsedColumn, TimeRemainingColumn, TransferSpeedColumn)
 from rich.text import Text
 
+from ..errors import LightsrError
+
 stderr = Console(stderr=True, highlight=False)
 
 
@@ -84,6 +86,12 @@ class RichReporter:
     def note(self, message: str) -> None:
         if not self.quiet or message.startswith(("error", "hint")):
             self._progress.console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+    def failed(self, subject: str, error: LightsrError) -> None:
+        message, hint = error.for_cli()
+        self.note(f"error: {subject}: {message}")
+        if hint:
+            self.note(f"hint: {hint}")
 
 
 def stdout_table(title: str, columns: list[str], rows: list[dict]) -> None:

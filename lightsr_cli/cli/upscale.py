@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import UsageError
-from ..jobs import NamingRule, plan_jobs
+from ..pipeline.jobs import NamingRule, plan_jobs
 from ..registry import resolve_model
 from . import options
 from .app import app, handles_errors
@@ -65,20 +65,22 @@ def upscale(
                       image_format=image_format.value if image_format else None)
     plan = plan_jobs(inputs, output, rule, recursive, overwrite, skip_existing or (resume and not overwrite))
 
-    from ..media.video import EncodeOptions
-    from ..pipeline import EngineChoice, OutputSettings, load_pool, run_jobs
-    from ..video_pipeline import VideoSettings
+    from ..media.video import VideoEncodeSettings
+    from ..pipeline.images import OutputSettings
+    from ..pipeline.loading import EngineSettings, load_pool
+    from ..pipeline.run import run_jobs
+    from ..pipeline.video import VideoSettings
 
-    choice = EngineChoice(device=device, precision=precision.value, tile=tile, batch=batch, tta=tta,
+    engine_settings = EngineSettings(device=device, precision=precision.value, tile=tile, batch=batch, tta=tta,
                           compile=compile_network)
     settings = OutputSettings(image_format=rule.image_format, quality=quality, outscale=outscale, overwrite=overwrite)
     with RichReporter(quiet=quiet) as reporter:
-        pool = load_pool(card, choice, reporter, weights_path=weights_file)
+        pool = load_pool(card, engine_settings, reporter, weights_path=weights_file)
         for note in pool.notes:
             reporter.note(f"note: {note}")
-        video_settings = VideoSettings(EncodeOptions(codec, crf, video_preset, pix_fmt, tuple(ffmpeg_args)),
+        video_settings = VideoSettings(VideoEncodeSettings(codec, crf, video_preset, pix_fmt, tuple(ffmpeg_args)),
                                        segment_seconds, resume)
-        summary = run_jobs(pool, plan.jobs, settings, reporter, video_settings, card.id)
+        summary = run_jobs(pool, plan.jobs, settings, video_settings, reporter)
     summary.skipped.extend(plan.skipped)
     report = _summary_dict(summary, card, pool)
     if as_json:
@@ -105,12 +107,12 @@ def _resolve_card(model, preset, scale, weights_file):
 
 def _summary_dict(summary, card, pool) -> dict:
     seconds = summary.seconds
-    upscaler = pool.primary
+    engine = pool.primary
     return {
         "model": card.id, "arch": card.arch, "scale": card.scale,
-        "device": pool.device_names, "precision": upscaler.precision,
-        "tile": upscaler.stats.tile_size, "batch": upscaler.batch, "tta": upscaler.tta, "compiled": upscaler.compiled,
-        "files": len(summary.done), "failed": [{"input": str(j.source), "error": e.message} for j, e in summary.failed],
+        "device": pool.device_names, "precision": engine.precision,
+        "tile": engine.stats.tile, "batch": engine.batch, "tta": engine.tta, "compiled": engine.compiled,
+        "files": len(summary.done), "failed": [{"input": str(j.source), "error": e.for_cli()[0]} for j, e in summary.failed],
         "skipped": [str(j.source) for j in summary.skipped],
         "outputs": [str(j.target) for j in summary.done],
         "megapixels_in": round(summary.megapixels_in, 6), "megapixels_out": round(summary.megapixels_out, 6),

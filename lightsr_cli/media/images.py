@@ -150,14 +150,14 @@ def _orientation_from_tiff(tiff: bytes) -> int:
 # -- writing --------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class EncodeOptions:
+class ImageEncodeSettings:
     format: str
     """One of FORMAT_EXTENSIONS' keys."""
     quality: int | None = None
     """JPEG/WebP quality 1-100 (None: 95 for JPEG, lossless 101 for WebP is not used: 95)."""
 
 
-def encode_image(pixels: np.ndarray, options: EncodeOptions) -> bytes:
+def encode_image(pixels: np.ndarray, options: ImageEncodeSettings) -> bytes:
     """Encode an RGB/RGBA/gray array; 16-bit data goes to 8-bit only for formats that cannot hold it."""
     if options.format in _EIGHT_BIT_ONLY and pixels.dtype == np.uint16:
         pixels = np.round(pixels.astype(np.float32) / 257.0).astype(np.uint8)
@@ -181,7 +181,7 @@ def encode_image(pixels: np.ndarray, options: EncodeOptions) -> bytes:
     return buffer.tobytes()
 
 
-def write_image(path: Path, pixels: np.ndarray, options: EncodeOptions, overwrite: bool = False) -> None:
+def write_image(path: Path, pixels: np.ndarray, options: ImageEncodeSettings, overwrite: bool = False) -> None:
     fs.write_bytes(path, encode_image(pixels, options), overwrite=overwrite)
 
 

@@ -566,7 +566,7 @@ class FrameReader:
 
 
 @dataclass(frozen=True)
-class EncodeOptions:
+class VideoEncodeSettings:
     """How the upscaled video stream is encoded. None means: the codec's sensible default."""
 
     codec: str = "libx264"  # libx264, libx265, libvpx-vp9, ffv1 (any ffmpeg encoder name works)
@@ -592,7 +592,7 @@ _MP4_FAMILY = {".mp4", ".m4v", ".mov"}
 _TEXT_SUBTITLES = {"subrip", "srt", "ass", "ssa", "webvtt", "mov_text", "text"}
 
 
-def _encoder_args(options: EncodeOptions, pix_fmt: str) -> list[str]:
+def _encoder_args(options: VideoEncodeSettings, pix_fmt: str) -> list[str]:
     default_crf, has_preset, always = _CODEC_DEFAULTS.get(options.codec, (None, True, ()))
     args = ["-c:v", options.codec, "-pix_fmt", pix_fmt, *always]
     if options.crf is not None and options.codec in _CODEC_DEFAULTS and default_crf is None:
@@ -695,7 +695,7 @@ class FrameWriter:
     """
 
     def __init__(self, out_path: str | os.PathLike[str], frame_rate: Fraction, *,
-                 options: EncodeOptions = EncodeOptions(), source: VideoInfo | None = None,
+                 options: VideoEncodeSettings = VideoEncodeSettings(), source: VideoInfo | None = None,
                  copy_streams: bool = True) -> None:
         self.out_path = Path(out_path)
         self.frame_rate = Fraction(frame_rate)

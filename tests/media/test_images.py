@@ -25,7 +25,7 @@ def test_rgb_round_trip_lossless_formats(tmp_path, fmt):
     pixels = _gradient(23, 31, 3)
     path = tmp_path / f"a{images.FORMAT_EXTENSIONS[fmt]}"
     quality = 101 if fmt == "webp" else None  # webp quality > 100 is lossless
-    images.write_image(path, pixels, images.EncodeOptions(fmt, quality))
+    images.write_image(path, pixels, images.ImageEncodeSettings(fmt, quality))
     back = images.read_image(path)
     assert back.shape == pixels.shape and back.dtype == np.uint8
     np.testing.assert_array_equal(back, pixels)
@@ -35,7 +35,7 @@ def test_rgb_channel_order_is_rgb(tmp_path):
     pixels = np.zeros((4, 4, 3), np.uint8)
     pixels[..., 0] = 255  # pure red
     path = tmp_path / "red.png"
-    images.write_image(path, pixels, images.EncodeOptions("png"))
+    images.write_image(path, pixels, images.ImageEncodeSettings("png"))
     assert tuple(cv2.imread(str(path))[0, 0]) == (0, 0, 255)  # OpenCV's BGR on disk
     assert tuple(images.read_image(path)[0, 0]) == (255, 0, 0)
 
@@ -43,7 +43,7 @@ def test_rgb_channel_order_is_rgb(tmp_path):
 def test_sixteen_bit_png_stays_sixteen_bit(tmp_path):
     pixels = _gradient(17, 19, 3, np.uint16) * 3 + 1000
     path = tmp_path / "deep.png"
-    images.write_image(path, pixels, images.EncodeOptions("png"))
+    images.write_image(path, pixels, images.ImageEncodeSettings("png"))
     back = images.read_image(path)
     assert back.dtype == np.uint16
     np.testing.assert_array_equal(back, pixels)
@@ -52,8 +52,8 @@ def test_sixteen_bit_png_stays_sixteen_bit(tmp_path):
 def test_rgba_and_gray_round_trip(tmp_path):
     rgba = _gradient(9, 13, 4)
     gray = _gradient(9, 13, 1)
-    images.write_image(tmp_path / "rgba.png", rgba, images.EncodeOptions("png"))
-    images.write_image(tmp_path / "gray.png", gray, images.EncodeOptions("png"))
+    images.write_image(tmp_path / "rgba.png", rgba, images.ImageEncodeSettings("png"))
+    images.write_image(tmp_path / "gray.png", gray, images.ImageEncodeSettings("png"))
     np.testing.assert_array_equal(images.read_image(tmp_path / "rgba.png"), rgba)
     back = images.read_image(tmp_path / "gray.png")
     assert back.ndim == 2
@@ -103,14 +103,14 @@ def test_write_never_overwrites_without_permission_and_leaves_no_temp(tmp_path):
     path = tmp_path / "out.png"
     path.write_bytes(b"precious")
     with pytest.raises(OutputError, match="output exists"):
-        images.write_image(path, _gradient(4, 4, 3), images.EncodeOptions("png"))
+        images.write_image(path, _gradient(4, 4, 3), images.ImageEncodeSettings("png"))
     assert path.read_bytes() == b"precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
-    images.write_image(path, _gradient(4, 4, 3), images.EncodeOptions("png"), overwrite=True)
+    images.write_image(path, _gradient(4, 4, 3), images.ImageEncodeSettings("png"), overwrite=True)
     assert images.read_image(path).shape == (4, 4, 3)
 
 
 def test_sixteen_bit_to_jpeg_is_reduced_not_wrapped(tmp_path):
     pixels = np.full((8, 8, 3), 65535, np.uint16)
-    images.write_image(tmp_path / "a.jpg", pixels, images.EncodeOptions("jpeg", 95))
+    images.write_image(tmp_path / "a.jpg", pixels, images.ImageEncodeSettings("jpeg", 95))
     assert images.read_image(tmp_path / "a.jpg").min() >= 250

@@ -15,7 +15,7 @@ from lightsr_cli.errors import LightsrError
 from lightsr_cli.media.video import (
     CorruptVideoError,
     EmptyVideoError,
-    EncodeOptions,
+    VideoEncodeSettings,
     FrameReader,
     FrameWriter,
     NoVideoStreamError,
@@ -34,7 +34,7 @@ from lightsr_cli.media.video import (
 
 NTSC_FILM = Fraction(24000, 1001)
 FRAMES = 48  # 2 s at 24000/1001 fps
-FAST_X264 = EncodeOptions(codec="libx264", preset="ultrafast")
+FAST_X264 = VideoEncodeSettings(codec="libx264", preset="ultrafast")
 SRT = "1\n00:00:00,000 --> 00:00:01,000\nHello\n\n2\n00:00:01,000 --> 00:00:01,900\nWorld\n"
 
 
@@ -321,7 +321,7 @@ def test_exception_inside_writer_removes_partial_file(clips, mkv_frames, tmp_pat
 
 def test_ffmpeg_failure_raises_and_removes_partial_file(mkv_frames, tmp_path):
     out = tmp_path / "bad.mp4"
-    bad = EncodeOptions(codec="libx264", extra_args=("-profile:v", "no-such-profile"))
+    bad = VideoEncodeSettings(codec="libx264", extra_args=("-profile:v", "no-such-profile"))
     with pytest.raises(VideoEncodeError, match="profile"), FrameWriter(out, NTSC_FILM, options=bad) as writer:
         for frame in mkv_frames:
             writer.write(frame)
@@ -330,7 +330,7 @@ def test_ffmpeg_failure_raises_and_removes_partial_file(mkv_frames, tmp_path):
 
 def test_container_that_cannot_hold_the_audio(clips, mkv_frames, tmp_path):
     out = tmp_path / "up.webm"  # webm refuses AAC
-    options = EncodeOptions(codec="libvpx-vp9", extra_args=("-deadline", "realtime", "-cpu-used", "8"))
+    options = VideoEncodeSettings(codec="libvpx-vp9", extra_args=("-deadline", "realtime", "-cpu-used", "8"))
     with pytest.raises(StreamCopyError) as caught:
         write_all(out, mkv_frames[:4], probe_video(clips["mkv"]), options=options)
     assert ".mkv" in caught.value.hint
@@ -351,7 +351,7 @@ def test_odd_size_with_420_is_a_clear_error(tmp_path):
 # ------------------------------------------------------------------------------------------ resume segments
 
 
-def encode_in_segments(source, out: Path, options: EncodeOptions, per_segment: int, tmp_path: Path) -> None:
+def encode_in_segments(source, out: Path, options: VideoEncodeSettings, per_segment: int, tmp_path: Path) -> None:
     """What --resume does: segment k holds frames [k*N, (k+1)*N), each read from its start index."""
     segments = []
     for k in range(-(-source.frame_count // per_segment)):
@@ -369,7 +369,7 @@ def encode_in_segments(source, out: Path, options: EncodeOptions, per_segment: i
 
 def test_segments_join_frame_exact_ffv1(clips, tmp_path):
     source = probe_video(clips["mkv"])
-    lossless = EncodeOptions(codec="ffv1")
+    lossless = VideoEncodeSettings(codec="ffv1")
     encode_in_segments(source, tmp_path / "joined.mkv", lossless, per_segment=20, tmp_path=tmp_path)
     write_all(tmp_path / "oneshot.mkv", FrameReader(source), source, options=lossless)
     joined, oneshot = probe_video(tmp_path / "joined.mkv"), probe_video(tmp_path / "oneshot.mkv")

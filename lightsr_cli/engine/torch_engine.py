@@ -1,6 +1,6 @@
 """The inference engine: tensors in, tensors out.
 
-Upscaler owns one network and decides, once, the device and precision; then for every batch of
+Engine owns one network and decides, once, the device and precision; then for every batch of
 images it plans tiles, pads them to what the architecture accepts, runs them in batches, guards
 every output against NaN/Inf (recomputing in fp32 when half precision overflowed), and blends the
 tiles back together. It knows nothing of files, terminals or model ids.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -19,76 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .archs._spec import ArchSpec
-from .errors import DeviceError, LightsrError, UsageError
-from .progress import NullReporter, Reporter
-from .tiling import Span, blend_ramp, pick_tile_size, plan_spans
+from ..archs.spec import ArchSpec
+from ..errors import LightsrError, UsageError
+from ..progress import NullReporter, Reporter
+from ..tiling import Span, blend_ramp, pick_tile_size, plan_spans
+from .devices import available_host_bytes, dtype_name, is_out_of_memory, resolve_device, resolve_precision
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _SMALLEST_TILE = 32
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' -> CUDA, then MPS, then CPU; an explicit device must exist."""
-    name = (name or "auto").lower()
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"unknown device '{name}'", hint="use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            build = "a CPU-only torch build" if torch.version.cuda is None else "no visible CUDA GPU"
-            raise DeviceError(f"--device {name} was requested but CUDA is not available ({build})",
-                              hint="use --device cpu, or install a CUDA build of torch on a machine with an NVIDIA GPU")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise DeviceError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible",
-                              hint="use --device cuda:0")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise DeviceError("--device mps was requested but Metal is not available", hint="use --device cpu")
-    return device
-
-
-def resolve_precision(requested: str, device: torch.device, spec: ArchSpec) -> tuple[torch.dtype, str | None]:
-    """Pick the compute dtype; returns (dtype, note for the user or None).
-
-    auto: fp32 on CPU; on GPUs fp16 where the architecture is proven safe, else bf16 where safe
-    and supported, else fp32. An explicit half precision the architecture is not safe in is
-    replaced by the safe choice, with a note, rather than risking black or NaN output.
-    """
-    requested = (requested or "auto").lower()
-    if requested not in PRECISIONS:
-        raise UsageError(f"unknown precision '{requested}'", hint=f"choose one of {', '.join(PRECISIONS)}")
-    bf16_ok = spec.bf16_safe and (device.type != "cuda" or torch.cuda.is_bf16_supported())
-    if requested == "fp32" or (requested == "auto" and device.type == "cpu"):
-        return torch.float32, None
-    if requested == "auto":
-        if spec.fp16_safe:
-            return torch.float16, None
-        return (torch.bfloat16, None) if bf16_ok else (torch.float32, None)
-    if requested == "fp16" and not spec.fp16_safe:
-        fallback = torch.bfloat16 if bf16_ok else torch.float32
-        return fallback, f"{spec.name} is not proven safe in fp16; using {_dtype_name(fallback)} instead"
-    if requested == "bf16" and not bf16_ok:
-        return torch.float32, f"{spec.name} is not proven safe in bf16 on this device; using fp32 instead"
-    return _DTYPES[requested], None
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return {v: k for k, v in _DTYPES.items()}[dtype]
-
-
-def _available_host_bytes() -> int:
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 4 << 30
 
 
 def _split_by_shape(chunk, row_spans, col_spans) -> list[list]:
@@ -103,20 +39,15 @@ def _split_by_shape(chunk, row_spans, col_spans) -> list[list]:
     return parts
 
 
-def _is_out_of_memory(error: BaseException) -> bool:
-    if isinstance(error, torch.cuda.OutOfMemoryError):
-        return True
-    text = str(error).lower()
-    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
-
-
 @dataclass
 class EngineStats:
     """What the last calls did, for summaries."""
 
     tiles: int = 0
-    tile_size: int = 0
-    """LR patch side (tile plus context) used last; 0 = the whole image in one pass."""
+    tile: int = 0
+    """Tile side (input pixels, without context) used last; 0 = the whole image in one pass."""
+    patch_size: int = 0
+    """Side of the padded patch the network saw last (the tile plus context on both sides, aligned)."""
     fp32_fallbacks: int = 0
     oom_retries: int = 0
     notes: list[str] = field(default_factory=list)
@@ -139,21 +70,21 @@ class _Launched:
     """The precision it was computed in."""
 
 
-class Upscaler:
+class Engine:
     """Runs one network on batches of images (N x 3 x H x W RGB: float in [0,1], or uint8)."""
 
     def __init__(self, network: nn.Module, spec: ArchSpec, scale: int, *, device: str = "auto",
                  precision: str = "auto", tile: int | None = None, batch: int = 1, tta: bool = False,
                  compile: bool = False) -> None:
         if batch < 1:
-            raise UsageError(f"--batch must be at least 1, not {batch}")
+            raise UsageError(f"{{--batch}} must be at least 1, not {batch}")
         if tile is not None and tile < 0:
-            raise UsageError(f"--tile must be 0 (whole image) or a positive size, not {tile}")
+            raise UsageError(f"{{--tile}} must be 0 (whole image) or a positive size, not {tile}")
         self.spec = spec
         self.scale = scale
         self.device = resolve_device(device)
         self.dtype, precision_note = resolve_precision(precision, self.device, spec)
-        self.requested_tile = tile
+        self.tile = tile
         self.batch = batch
         self.tta = tta
         self.stats = EngineStats(notes=[precision_note] if precision_note else [])
@@ -179,7 +110,7 @@ class Upscaler:
 
     @property
     def precision(self) -> str:
-        return _dtype_name(self.dtype)
+        return dtype_name(self.dtype)
 
     @property
     def compiled(self) -> bool:
@@ -216,13 +147,13 @@ class Upscaler:
 
     def auto_tile_size(self, height: int, width: int) -> int:
         """Tile side for an image (0 = whole image): the whole image whenever it fits in memory."""
-        if self.requested_tile is not None:
-            return self.requested_tile
+        if self.tile is not None:
+            return self.tile
         if self.device.type == "cuda":
             free, _total = torch.cuda.mem_get_info(self.device)
             budget = int(free * 0.6)
         else:
-            budget = int(_available_host_bytes() * 0.35)
+            budget = int(available_host_bytes() * 0.35)
         bytes_per_pixel = self.spec.activation_bytes_per_pixel * self.dtype.itemsize / 4 * self.batch
         max_pixels = int(budget / max(bytes_per_pixel, 1))
         patch = pick_tile_size(height, width, max_pixels, self.spec.tile_multiple, self._patch_size(_SMALLEST_TILE))
@@ -245,12 +176,12 @@ class Upscaler:
             try:
                 return self._upscale_tiled(images, tile, reporter, to_uint8)
             except Exception as error:  # noqa: BLE001 - only out-of-memory is retried
-                if not _is_out_of_memory(error):
+                if not is_out_of_memory(error):
                     raise
                 smaller = max(_SMALLEST_TILE, (tile or max(height, width)) // 2)
                 if tile and smaller >= tile:
                     raise LightsrError("out of memory even with the smallest tile size",
-                                       hint="use --device cpu or a smaller --batch") from None
+                                       hint="use {--device cpu} or a smaller {--batch}") from None
                 self.stats.oom_retries += 1
                 self.stats.notes.append(f"out of memory with tile {tile or 'whole image'}; retrying with tile {smaller}")
                 tile = smaller
@@ -291,7 +222,8 @@ class Upscaler:
         count, channels, height, width = images.shape
         row_spans, col_spans = self.tile_spans(height, width, tile)
         tiles = [(r, c) for r in range(len(row_spans)) for c in range(len(col_spans))]
-        self.stats.tile_size = max(row_spans[0].length, col_spans[0].length) if len(tiles) > 1 else 0
+        self.stats.tile = max(tile, self.spec.min_tile) if len(tiles) > 1 else 0
+        self.stats.patch_size = max(row_spans[0].length, col_spans[0].length) if len(tiles) > 1 else 0
         self.stats.tiles += len(tiles) * count
         single = len(tiles) == 1
         chunks = self._batches(count, row_spans, col_spans)
@@ -419,7 +351,7 @@ class Upscaler:
         try:
             return network(x)
         except Exception as error:  # noqa: BLE001 - a compiler failure must not fail the run
-            if _is_out_of_memory(error):
+            if is_out_of_memory(error):
                 raise
             self.stats.notes.append(f"torch.compile failed ({type(error).__name__}); running without it")
             self._network = self._eager_network

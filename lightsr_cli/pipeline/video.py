@@ -12,6 +12,7 @@ a resumed run produces the same frames as an uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -25,13 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import fs, pixels
-from .device_pool import UpscalerPool
-from .engine import Upscaler
-from .errors import LightsrError, OutputError
+from .. import fs
+from ..engine import Engine, EnginePool
+from ..errors import LightsrError, OutputError
+from ..media import images, video
+from ..progress import Reporter
+from .images import OutputSettings
 from .jobs import Job
-from .media import images, video
-from .progress import Reporter
+from .pixels import upscale_rgb
 
 _END = object()  # end-of-stream marker in the queues
 _POLL_SECONDS = 0.1
@@ -39,7 +41,7 @@ _POLL_SECONDS = 0.1
 
 @dataclass(frozen=True)
 class VideoSettings:
-    encode: video.EncodeOptions = video.EncodeOptions()
+    encode: video.VideoEncodeSettings = video.VideoEncodeSettings()
     segment_seconds: float = 10.0
     """Resume granularity: frames are encoded in segments of about this length."""
     resume: bool = False
@@ -86,7 +88,7 @@ class PartsFolder:
                 same_plan = False
             if not same_plan:
                 raise LightsrError(f"cannot resume {self.folder.name}: it was started with other settings or another source",
-                                   hint="run without --resume to start over (the old segments are replaced)")
+                                   hint="run without {--resume} to start over (the old segments are replaced)")
             finished = 0
             while self.segment(finished).is_file():
                 finished += 1
@@ -115,16 +117,17 @@ class PartsFolder:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _plan_of(job: Job, info: video.VideoInfo, upscaler: Upscaler, settings: VideoSettings, outscale: float | None,
-             per_segment: int, model_id: str) -> dict:
+def _plan_of(job: Job, info: video.VideoInfo, pool: EnginePool, settings: VideoSettings, outscale: float | None,
+             per_segment: int) -> dict:
     """Everything that must match for finished segments to be reused by --resume."""
+    engine = pool.primary
     stat = job.source.stat()
     return {
         "source": str(job.source.resolve()), "source_size": stat.st_size, "source_mtime_ns": stat.st_mtime_ns,
-        "frames": info.frame_count, "frames_per_segment": per_segment, "model": model_id,
-        "scale": upscaler.scale, "outscale": outscale, "precision": upscaler.precision, "tta": upscaler.tta,
+        "frames": info.frame_count, "frames_per_segment": per_segment, "model": pool.model_id,
+        "scale": engine.scale, "outscale": outscale, "precision": engine.precision, "tta": engine.tta,
         "encode": asdict(settings.encode),
-        "engine": hashlib.sha256(f"{upscaler.spec.name}{upscaler.requested_tile}".encode()).hexdigest()[:12],
+        "engine": hashlib.sha256(f"{engine.spec.name}{engine.tile}".encode()).hexdigest()[:12],
     }
 
 
@@ -186,7 +189,7 @@ def _read_frames(info: video.VideoInfo, start_frame: int, frames: queue.Queue, s
 
 
 def _write_segments(parts: PartsFolder, first_segment: int, per_segment: int, total: int, info: video.VideoInfo,
-                    options: video.EncodeOptions, results: queue.Queue, stop: threading.Event, progress) -> float:
+                    options: video.VideoEncodeSettings, results: queue.Queue, stop: threading.Event, progress) -> float:
     seconds = 0.0
     for index in range(first_segment, math.ceil(total / per_segment)):
         count = len(video.segment_frame_range(index, per_segment, total))
@@ -205,34 +208,36 @@ def _write_segments(parts: PartsFolder, first_segment: int, per_segment: int, to
 
 # -- one job ---------------------------------------------------------------------------------------
 
-def _even_safe_encode(options: video.EncodeOptions, width: int, height: int, bit_depth: int) -> video.EncodeOptions:
+def _even_safe_encode(options: video.VideoEncodeSettings, width: int, height: int, bit_depth: int) -> video.VideoEncodeSettings:
     """4:2:0 needs even sizes: an odd output size gets 4:4:4 unless the user chose a pixel format."""
     if options.pix_fmt or (width % 2 == 0 and height % 2 == 0):
         return options
     default = video.default_pix_fmt(options.codec, bit_depth)
     wanted = default.replace("420", "444")
     if wanted in video.encoder_pix_fmts(options.codec):
-        return video.EncodeOptions(options.codec, options.crf, options.preset, wanted, options.extra_args)
+        return dataclasses.replace(options, pix_fmt=wanted)
     return options
 
 
-def run_video_job(pool: UpscalerPool, job: Job, outscale: float | None, settings: VideoSettings, overwrite: bool,
-                  model_id: str, reporter: Reporter) -> VideoResult:
+def run_video_job(pool: EnginePool, job: Job, output: OutputSettings, settings: VideoSettings,
+                  reporter: Reporter) -> VideoResult:
+    """Upscale one video into ``job.target``: decode, upscale and encode in three overlapping stages."""
     started = time.perf_counter()
-    upscaler = pool.primary  # every engine of the pool has the same settings
+    outscale = output.outscale
+    engine = pool.primary  # every engine of the pool has the same settings
     info = video.probe_video(job.source)
-    out_w, out_h = info.width * upscaler.scale, info.height * upscaler.scale
-    if outscale and outscale != upscaler.scale:
+    out_w, out_h = info.width * engine.scale, info.height * engine.scale
+    if outscale and outscale != engine.scale:
         out_w, out_h = max(2, round(info.width * outscale)), max(2, round(info.height * outscale))
     options = _even_safe_encode(settings.encode, out_w, out_h, info.bit_depth)
     per_segment = max(1, round(settings.segment_seconds * info.frame_rate))
-    parts = PartsFolder(job.target, _plan_of(job, info, upscaler, settings, outscale, per_segment, model_id))
+    parts = PartsFolder(job.target, _plan_of(job, info, pool, settings, outscale, per_segment))
     first_segment = parts.start(settings.resume)
     start_frame = min(first_segment * per_segment, info.frame_count)
     if start_frame:
         reporter.note(f"resuming {job.source.name} at frame {start_frame} of {info.frame_count}")
-    frames_queue: queue.Queue = queue.Queue(maxsize=2 * upscaler.batch * len(pool) + 2)
-    results_queue: queue.Queue = queue.Queue(maxsize=2 * upscaler.batch * len(pool) + 2)
+    frames_queue: queue.Queue = queue.Queue(maxsize=2 * engine.batch * len(pool) + 2)
+    results_queue: queue.Queue = queue.Queue(maxsize=2 * engine.batch * len(pool) + 2)
     stop = threading.Event()
     progress = reporter.task(f"{job.source.name}", total=info.frame_count, unit="frame")
     progress.advance(start_frame)
@@ -252,7 +257,7 @@ def run_video_job(pool: UpscalerPool, job: Job, outscale: float | None, settings
         joined = parts.joined()
         video.concat_segments([parts.segment(i) for i in range(math.ceil(info.frame_count / per_segment))],
                               info, joined)
-        fs.place_file(joined, job.target, overwrite=overwrite)
+        fs.place_file(joined, job.target, overwrite=output.overwrite)
         parts.remove()
     except BaseException:
         stop.set()
@@ -284,7 +289,7 @@ def _frame_batches(frames_queue: queue.Queue, stop: threading.Event, size: int):
             return
 
 
-def _upscale_stream(pool: UpscalerPool, frames_queue: queue.Queue, results_queue: queue.Queue,
+def _upscale_stream(pool: EnginePool, frames_queue: queue.Queue, results_queue: queue.Queue,
                     stop: threading.Event, size: tuple[int, int], outscale: float | None) -> float:
     """The calling thread's part: batches of frames through the engines, in order.
 
@@ -293,10 +298,10 @@ def _upscale_stream(pool: UpscalerPool, frames_queue: queue.Queue, results_queue
     """
     busy: list[float] = []
 
-    def upscale_batch(upscaler: Upscaler, batch: list[np.ndarray]) -> list[np.ndarray]:
+    def upscale_batch(engine: Engine, batch: list[np.ndarray]) -> list[np.ndarray]:
         started = time.perf_counter()
-        results = list(pixels.upscale_rgb(upscaler, np.stack(batch)))
-        if outscale and outscale != upscaler.scale:
+        results = list(upscale_rgb(engine, np.stack(batch)))
+        if outscale and outscale != engine.scale:
             results = [images.resize(frame, *size) for frame in results]
         busy.append(time.perf_counter() - started)
         return results

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .engine import Upscaler
-from .pipeline import upscale_pixels
+from ..engine import Engine
+from .pixels import upscale_pixels
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class BenchResult:
         return width * height / 1e6 / (self.model_ms_per_frame / 1000)
 
 
-def _synthetic_frame(height: int, width: int) -> np.ndarray:
+def synthetic_frame(height: int, width: int) -> np.ndarray:
     """A textured frame (smooth gradients plus detail), so no path is sped up by flat input."""
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     rng = np.random.default_rng(0)
@@ -56,47 +56,47 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_model(upscaler: Upscaler, frames: torch.Tensor, repeats: int) -> float:
+def time_model(engine: Engine, frames: torch.Tensor, repeats: int) -> float:
     """Median seconds per call of the engine's upscale on a prepared batch (host tensor in, host out)."""
-    device = upscaler.device
+    device = engine.device
     samples = []
     for _ in range(repeats):
         if device.type == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            upscaler.upscale(frames)
+            engine.upscale(frames)
             end.record()
             torch.cuda.synchronize(device)
             samples.append(start.elapsed_time(end) / 1000)
         else:
             started = time.perf_counter()
-            upscaler.upscale(frames)
+            engine.upscale(frames)
             samples.append(time.perf_counter() - started)
     return statistics.median(samples)
 
 
-def benchmark(upscaler: Upscaler, output_width: int, output_height: int, warmup: int = 1, repeats: int = 3) -> BenchResult:
-    scale = upscaler.scale
+def benchmark(engine: Engine, output_width: int, output_height: int, warmup: int = 1, repeats: int = 3) -> BenchResult:
+    scale = engine.scale
     height, width = max(1, output_height // scale), max(1, output_width // scale)
-    frame = _synthetic_frame(height, width)
-    batch = upscaler.batch
+    frame = synthetic_frame(height, width)
+    batch = engine.batch
     frames = torch.from_numpy(np.stack([frame] * batch).astype(np.float32) / 255).permute(0, 3, 1, 2).contiguous()
-    if upscaler.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(upscaler.device)
+    if engine.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(engine.device)
     for _ in range(warmup):
-        upscaler.upscale(frames)
-    _synchronize(upscaler.device)
-    model_seconds = time_model(upscaler, frames, repeats) / batch
+        engine.upscale(frames)
+    _synchronize(engine.device)
+    model_seconds = time_model(engine, frames, repeats) / batch
     samples = []
     for _ in range(repeats):
         started = time.perf_counter()
-        upscale_pixels(upscaler, frame)
-        _synchronize(upscaler.device)
+        upscale_pixels(engine, frame)
+        _synchronize(engine.device)
         samples.append(time.perf_counter() - started)
     end_to_end = statistics.median(samples)
-    if upscaler.device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(upscaler.device) / 2**20
+    if engine.device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(engine.device) / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return BenchResult((width * scale, height * scale), batch, upscaler.stats.tile_size, str(upscaler.device),
-                       upscaler.precision, model_seconds * 1000, end_to_end * 1000, peak)
+    return BenchResult((width * scale, height * scale), batch, engine.stats.tile, str(engine.device),
+                       engine.precision, model_seconds * 1000, end_to_end * 1000, peak)

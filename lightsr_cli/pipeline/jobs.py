@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from .errors import InputError, OutputError, UsageError
-from .media.images import FORMAT_EXTENSIONS, IMAGE_EXTENSIONS
+from ..errors import InputError, OutputError, UsageError
+from ..media.images import FORMAT_EXTENSIONS, IMAGE_EXTENSIONS
+from ..media.video import VIDEO_EXTENSIONS
 
-VIDEO_EXTENSIONS = {".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v"}
 _GLOB_CHARS = set("*?[")
 
 
@@ -95,7 +95,7 @@ def _looks_like_file(output: Path) -> bool:
 def plan_jobs(inputs: list[str], output: Path | None, rule: NamingRule, recursive: bool,
               overwrite: bool, skip_existing: bool) -> Plan:
     if overwrite and skip_existing:
-        raise UsageError("--overwrite and --skip-existing cannot be used together")
+        raise UsageError("{--overwrite} and {--skip-existing} cannot be used together")
     sources: list[tuple[Path, Path | None]] = []
     for text in inputs:
         files, root = _expand_input(text, recursive)
@@ -135,16 +135,16 @@ def _check_conflicts(jobs: list[Job], overwrite: bool, skip_existing: bool) -> P
         target = job.target.resolve()
         if target == job.source.resolve():
             raise OutputError(f"the output would replace its input: {job.source}",
-                              hint="use -o to write elsewhere or a non-empty --suffix")
+                              hint="use {-o} to write elsewhere or a non-empty {--suffix}")
         if target in seen:
             raise OutputError(f"{seen[target]} and {job.source} would both be written to {job.target}",
-                              hint="use --format or --suffix so the names differ, or upscale them separately")
+                              hint="use {--format} or {--suffix} so the names differ, or upscale them separately")
         seen[target] = job.source
     existing = [job for job in jobs if job.target.exists()]
     if existing and not (overwrite or skip_existing):
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise OutputError(f"output exists: {existing[0].target}{more}",
-                          hint="pass --overwrite to replace it, or --skip-existing to leave it")
+                          hint="pass {--overwrite} to replace it, or {--skip-existing} to leave it")
     if skip_existing:
         return Plan([job for job in jobs if job not in existing], existing)
     return Plan(jobs, [])

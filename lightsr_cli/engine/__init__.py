@@ -1,0 +1,12 @@
+"""The inference engine: tensors in, tensors out; nothing of files, terminals or model cards.
+
+- ``devices``: which device and precision a network runs in;
+- ``torch_engine``: :class:`Engine`, one network on one device (tiles, batches, NaN guard, TTA);
+- ``pool``: :class:`EnginePool`, one engine per GPU sharing the work in order.
+"""
+
+from .devices import resolve_device, resolve_precision
+from .pool import EnginePool, parse_devices
+from .torch_engine import Engine, EngineStats
+
+__all__ = ["Engine", "EnginePool", "EngineStats", "parse_devices", "resolve_device", "resolve_precision"]

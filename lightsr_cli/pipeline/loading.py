@@ -1,0 +1,63 @@
+"""A model card -> a verified checkpoint -> a network -> an Engine (or one per device)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from .. import archs, weights
+from ..engine import Engine, EnginePool, parse_devices
+from ..errors import UsageError
+from ..progress import NullReporter, Reporter
+from ..registry import ModelCard
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How the user wants inference run (validated by the engine)."""
+
+    device: str = "auto"
+    """One device, or for `upscale` several GPUs: "cuda:0,cuda:1" or "cuda:all"."""
+    precision: str = "auto"
+    tile: int | None = None
+    batch: int = 1
+    tta: bool = False
+    compile: bool = False
+
+
+def _load_network(card: ModelCard, reporter: Reporter, weights_path: Path | None) -> nn.Module:
+    """Resolve the card's checkpoint (embedded, cache, mirror or download) and build the net from it."""
+    path = weights_path or weights.ensure_weights(card, reporter).path
+    state_dict = weights.load_state_dict(path)
+    try:
+        return archs.build_network(card.arch, card.scale, card.hyperparameters, state_dict)
+    except RuntimeError as error:  # strict load: wrong keys or shapes
+        raise weights.damaged_checkpoint_error(card, path, error) from None
+
+
+def _engine(network: nn.Module, card: ModelCard, settings: EngineSettings, device: str) -> Engine:
+    return Engine(network, archs.get_spec(card.arch), card.scale, device=device, precision=settings.precision,
+                  tile=settings.tile, batch=settings.batch, tta=settings.tta, compile=settings.compile)
+
+
+def load_engine(card: ModelCard, settings: EngineSettings, reporter: Reporter | None = None,
+                weights_path: Path | None = None) -> Engine:
+    """One engine on one device (bench, eval and the Python API measure or run one device)."""
+    devices = parse_devices(settings.device)
+    if len(devices) > 1:
+        raise UsageError(f"{{--device {settings.device}}}: this command runs on one device",
+                         hint="several GPUs share the work of `lightsr upscale`; pick one here, e.g. cuda:0")
+    return _engine(_load_network(card, reporter or NullReporter(), weights_path), card, settings, devices[0])
+
+
+def load_pool(card: ModelCard, settings: EngineSettings, reporter: Reporter | None = None,
+              weights_path: Path | None = None) -> EnginePool:
+    """One engine per device of ``settings.device`` (each with its own copy of the network)."""
+    devices = parse_devices(settings.device)
+    network = _load_network(card, reporter or NullReporter(), weights_path)
+    networks = [network] + [copy.deepcopy(network) for _ in devices[1:]]
+    return EnginePool((_engine(net, card, settings, device) for net, device in zip(networks, devices)),
+                      model_id=card.id)

@@ -1,0 +1,51 @@
+"""Pixels <-> engine tensors: the one place numpy images meet the engine's tensors.
+
+8-bit pixels travel as uint8 both ways (the engine scales them on the device and rounds its
+output there: a quarter of the bytes to move, no float passes on the host); 16-bit pixels travel
+as float32 in [0,1]. Gray goes through the network as three equal channels; alpha as its own gray
+image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..engine import Engine
+from ..progress import Reporter
+
+
+def upscale_rgb(engine: Engine, frames: np.ndarray, reporter: Reporter | None = None) -> np.ndarray:
+    """N x H x W x 3 uint8 or uint16 RGB -> N x sH x sW x 3 of the same dtype, rounded and clipped."""
+    frames = np.ascontiguousarray(frames)
+    if frames.dtype == np.uint8:
+        result = engine.upscale(torch.from_numpy(frames).permute(0, 3, 1, 2), reporter, to_uint8=True)
+        return np.ascontiguousarray(result.permute(0, 2, 3, 1).numpy())
+    scaled = torch.from_numpy(frames.astype(np.float32) / 65535.0).permute(0, 3, 1, 2)
+    result = engine.upscale(scaled, reporter).clamp(0, 1).mul(65535.0).round()
+    return result.permute(0, 2, 3, 1).numpy().astype(np.uint16)
+
+
+def upscale_image(engine: Engine, rgb: np.ndarray, reporter: Reporter | None = None) -> np.ndarray:
+    """One H x W x 3 RGB image (uint8/uint16) -> the same, upscaled."""
+    return upscale_rgb(engine, rgb[None], reporter)[0]
+
+
+def upscale_pixels(engine: Engine, pixels: np.ndarray, reporter: Reporter | None = None) -> np.ndarray:
+    """Upscale a gray, RGB or RGBA uint8/uint16 image; same channels and depth out.
+
+    Gray goes through the network as three equal channels; alpha goes through it as its own gray
+    image (so edges of cut-outs stay sharp) unless it is constant, when it is simply extended.
+    """
+    if pixels.ndim == 2:
+        result = upscale_image(engine, np.repeat(pixels[:, :, None], 3, axis=2), reporter)
+        return np.round(result.astype(np.float32).mean(axis=2)).astype(pixels.dtype)
+    if pixels.shape[2] == 4:
+        color = upscale_pixels(engine, np.ascontiguousarray(pixels[:, :, :3]), reporter)
+        alpha = pixels[:, :, 3]
+        if alpha.min() == alpha.max():
+            upscaled_alpha = np.full(color.shape[:2], alpha.flat[0], dtype=pixels.dtype)
+        else:
+            upscaled_alpha = upscale_pixels(engine, alpha, reporter)
+        return np.dstack([color, upscaled_alpha])
+    return upscale_image(engine, pixels, reporter)

@@ -1,0 +1,73 @@
+"""Every job of a run: images spread over the devices, videos one after another; a job that fails
+is recorded and the others still run."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+
+from ..engine import Engine, EnginePool
+from ..errors import LightsrError
+from ..progress import NullReporter, Reporter
+from .images import OutputSettings, run_image_job
+from .jobs import Job, MediaKind
+from .video import VideoResult, VideoSettings, run_video_job
+
+@dataclass
+class RunSummary:
+    done: list[Job] = field(default_factory=list)
+    failed: list[tuple[Job, LightsrError]] = field(default_factory=list)
+    skipped: list[Job] = field(default_factory=list)
+    megapixels_in: float = 0.0
+    megapixels_out: float = 0.0
+    seconds: float = 0.0
+    videos: list[VideoResult] = field(default_factory=list)
+
+
+def run_jobs(pool: EnginePool, jobs: list[Job], output: OutputSettings, video: VideoSettings | None = None,
+             reporter: Reporter | None = None) -> RunSummary:
+    """Run every job; a job that fails is recorded and the others still run.
+
+    Images are spread over the pool's devices (one file per device at a time); videos run one
+    after another, each spreading its frames over the devices.
+    """
+    reporter = reporter or NullReporter()
+    summary = RunSummary()
+    started = time.perf_counter()
+    files = reporter.task("files", total=len(jobs), unit="file") if len(jobs) > 1 else None
+
+    def run_image(engine: Engine, job: Job) -> tuple[float, float] | LightsrError:
+        try:
+            return run_image_job(engine, job, output, reporter)
+        except LightsrError as error:
+            return error
+
+    def run_video(job: Job) -> tuple[float, float] | LightsrError:
+        try:
+            result = run_video_job(pool, job, output, video or VideoSettings(), reporter)
+        except LightsrError as error:
+            return error
+        summary.videos.append(result)
+        return result.megapixels_in, result.megapixels_out
+
+    image_jobs = [job for job in jobs if job.kind is not MediaKind.VIDEO]
+    video_jobs = [job for job in jobs if job.kind is MediaKind.VIDEO]
+    outcomes = itertools.chain(zip(image_jobs, pool.map_ordered(run_image, image_jobs)),
+                               ((job, run_video(job)) for job in video_jobs))
+    try:
+        for job, outcome in outcomes:
+            if isinstance(outcome, LightsrError):
+                summary.failed.append((job, outcome))
+                reporter.failed(str(job.source), outcome)
+            else:
+                summary.megapixels_in += outcome[0]
+                summary.megapixels_out += outcome[1]
+                summary.done.append(job)
+            if files:
+                files.advance()
+    finally:
+        if files:
+            files.close()
+        summary.seconds = time.perf_counter() - started
+    return summary
