@@ -9,7 +9,7 @@ import typer
 from ..errors import UsageError
 from ..registry import CARDS, get_card, resolve_model
 from . import options
-from .app import app, handles_errors
+from .handling import handles_errors
 from .render import RichReporter, print_json, stdout_table
 
 
@@ -23,7 +23,6 @@ def _parse_size(text: str) -> tuple[int, int]:
     return width, height
 
 
-@app.command()
 @handles_errors
 def bench(
     ctx: typer.Context,

@@ -9,11 +9,10 @@ import typer
 
 from ..errors import InputError
 from . import options
-from .app import app, handles_errors
+from .handling import handles_errors
 from .render import RichReporter, print_json, stdout_table
 
 
-@app.command("eval", no_args_is_help=True)
 @handles_errors
 def evaluate(
     ctx: typer.Context,

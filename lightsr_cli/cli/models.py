@@ -10,11 +10,10 @@ from typing import List
 from ..errors import UsageError
 from ..registry import CARDS, PAPERS, PRESET_MODELS, PRESETS_MEASURED_ON, get_card
 from . import options
-from .app import app, handles_errors
+from .handling import handles_errors
 from .render import print_json, stdout_table
 
 models_app = typer.Typer(help="List, inspect, download and verify models.", no_args_is_help=False)
-app.add_typer(models_app, name="models")
 
 
 def _presets_by_model() -> dict[str, list[str]]:

@@ -11,11 +11,10 @@ from ..errors import UsageError
 from ..pipeline.jobs import NamingRule, plan_jobs
 from ..registry import resolve_model
 from . import options
-from .app import app, handles_errors
+from .handling import handles_errors
 from .render import RichReporter, print_json, stderr
 
 
-@app.command(no_args_is_help=True)
 @handles_errors
 def upscale(
     ctx: typer.Context,
