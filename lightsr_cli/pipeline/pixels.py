@@ -32,7 +32,7 @@ def upscale_image(engine: Engine, rgb: np.ndarray, reporter: Reporter | None = N
 
 
 def upscale_pixels(engine: Engine, pixels: np.ndarray, reporter: Reporter | None = None) -> np.ndarray:
-    """Upscale a gray, RGB or RGBA uint8/uint16 image; same channels and depth out.
+    """Upscale a gray, gray+alpha, RGB or RGBA uint8/uint16 image; same channels and depth out.
 
     Gray goes through the network as three equal channels; alpha goes through it as its own gray
     image (so edges of cut-outs stay sharp) unless it is constant, when it is simply extended.
@@ -40,9 +40,10 @@ def upscale_pixels(engine: Engine, pixels: np.ndarray, reporter: Reporter | None
     if pixels.ndim == 2:
         result = upscale_image(engine, np.repeat(pixels[:, :, None], 3, axis=2), reporter)
         return np.round(result.astype(np.float32).mean(axis=2)).astype(pixels.dtype)
-    if pixels.shape[2] == 4:
-        color = upscale_pixels(engine, np.ascontiguousarray(pixels[:, :, :3]), reporter)
-        alpha = pixels[:, :, 3]
+    if pixels.shape[2] in (2, 4):  # colour (or gray) + alpha
+        color = upscale_pixels(engine, np.ascontiguousarray(pixels[:, :, 0] if pixels.shape[2] == 2
+                                                            else pixels[:, :, :3]), reporter)
+        alpha = pixels[:, :, -1]
         if alpha.min() == alpha.max():
             upscaled_alpha = np.full(color.shape[:2], alpha.flat[0], dtype=pixels.dtype)
         else:
