@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from torch import nn
 from typer.testing import CliRunner
 
@@ -489,3 +490,16 @@ def test_waiting_lock_holder_is_not_a_stale_lock(tmp_path):
         with fs.TargetLock(target):  # a new holder locks the new lock file ...
             assert fs.try_lock(opened_early)  # ... so the racer's lock on the removed file is no claim:
             assert os.fstat(opened_early.fileno()).st_ino != fs.lock_path_of(target).stat().st_ino
+
+
+def test_out_of_memory_on_the_cpu_does_not_suggest_the_cpu():
+    class AlwaysOutOfMemory(nn.Module):
+        def forward(self, x):
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB")
+
+    spec = ArchSpec(name="Toy", build=lambda scale: AlwaysOutOfMemory(), input_range=1.0, min_size=1, size_multiple=1,
+                    tile_overlap=4, tile_multiple=1, fp16_safe=True, bf16_safe=True)
+    engine = Engine(AlwaysOutOfMemory(), spec, 2, device="cpu")
+    with pytest.raises(LightsrError, match="out of memory") as caught:
+        engine.upscale(torch.rand(1, 3, 40, 40))
+    assert "--device cpu" not in caught.value.for_cli()[1] and "--batch" in caught.value.for_cli()[1]

@@ -180,8 +180,10 @@ class Engine:
                     raise
                 smaller = max(_SMALLEST_TILE, (tile or max(height, width)) // 2)
                 if tile and smaller >= tile:
-                    raise LightsrError("out of memory even with the smallest tile size",
-                                       hint="use {--device cpu} or a smaller {--batch}") from None
+                    # On the CPU the whole input and result must fit in RAM: only a smaller job helps there.
+                    helps = ("use a smaller {--batch} or {--outscale}, or a smaller input" if self.device.type == "cpu"
+                             else "use {--device cpu} (main memory) or a smaller {--batch}")
+                    raise LightsrError("out of memory even with the smallest tile size", hint=helps) from None
                 self.stats.oom_retries += 1
                 self.stats.notes.append(f"out of memory with tile {tile or 'whole image'}; retrying with tile {smaller}")
                 tile = smaller
