@@ -503,3 +503,17 @@ def test_out_of_memory_on_the_cpu_does_not_suggest_the_cpu():
     with pytest.raises(LightsrError, match="out of memory") as caught:
         engine.upscale(torch.rand(1, 3, 40, 40))
     assert "--device cpu" not in caught.value.for_cli()[1] and "--batch" in caught.value.for_cli()[1]
+
+
+def test_a_failed_video_says_where_its_finished_segments_are(tmp_path, monkeypatch):
+    job = Job(make_clip(tmp_path / "clip.mkv"), tmp_path / "clip_x2.mkv", MediaKind.VIDEO)
+
+    def disk_full(segments, info, out):
+        raise VideoEncodeError("joining failed: No space left on device")
+
+    monkeypatch.setattr(video, "concat_segments", disk_full)
+    with pytest.raises(VideoEncodeError) as caught:
+        run_video_job(toy_pool(), job, OutputSettings(), VideoSettings(segment_seconds=1), Recorder())
+    hint = caught.value.for_cli()[1]
+    assert "2 finished segment(s) are kept in" in hint and ".clip_x2.mkv.lightsr-parts" in hint and "--resume" in hint
+    assert not job.target.exists()

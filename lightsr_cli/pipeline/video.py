@@ -242,7 +242,7 @@ def _check_joined(joined: Path, info: video.VideoInfo, target: Path) -> None:
         raise VideoEncodeError(f"the joined video for {target.name} has {result.frame_count} frames at "
                                f"{result.frame_rate} fps, the source {info.frame_count} at {info.frame_rate} fps; "
                                "nothing was written to the target",
-                               hint="run again without {--resume}; the parts folder beside it is kept for inspection")
+                               hint="run again without {--resume}")
 
 
 def _upscale_video(pool: EnginePool, job: Job, output: OutputSettings, settings: VideoSettings,
@@ -287,6 +287,12 @@ def _upscale_video(pool: EnginePool, job: Job, output: OutputSettings, settings:
         _check_joined(joined, info, job.target)
         fs.place_file(joined, job.target, overwrite=output.overwrite)
         parts.remove()
+    except LightsrError as error:
+        stop.set()
+        reader.join(timeout=10)
+        writer.join(timeout=10)
+        _say_where_the_parts_are(error, parts)
+        raise
     except BaseException:
         stop.set()
         reader.join(timeout=10)
@@ -300,6 +306,18 @@ def _upscale_video(pool: EnginePool, job: Job, output: OutputSettings, settings:
         megapixels_out=frames * out_w * out_h / 1e6, decode_seconds=reader.seconds,
         inference_seconds=inference_seconds, encode_seconds=writer.seconds,
         wall_seconds=time.perf_counter() - started, resumed_from_frame=start_frame)
+
+
+def _say_where_the_parts_are(error: LightsrError, parts: PartsFolder) -> None:
+    """Extend the error's hint by where the finished segments are (or that none were kept)."""
+    finished = sorted(parts.folder.glob("segment_?????" + parts.suffix)) if parts.folder.is_dir() else []
+    if finished:
+        where = (f"{len(finished)} finished segment(s) are kept in {parts.folder}; after fixing the cause, "
+                 "{--resume} carries on from them")
+    else:
+        state = "holds none" if parts.folder.is_dir() else "is gone"
+        where = f"no finished segments were kept ({parts.folder} {state})"
+    error.hint_template = f"{error.hint_template}; {where}" if error.hint_template else where
 
 
 def _frame_batches(frames_queue: queue.Queue, stop: threading.Event, size: int):
