@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import zlib
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -517,3 +518,33 @@ def test_a_failed_video_says_where_its_finished_segments_are(tmp_path, monkeypat
     hint = caught.value.for_cli()[1]
     assert "2 finished segment(s) are kept in" in hint and ".clip_x2.mkv.lightsr-parts" in hint and "--resume" in hint
     assert not job.target.exists()
+
+
+# -- 10. ffmpeg failures name their cause ---------------------------------------------------------
+
+def test_encode_failures_name_the_real_cause(tmp_path):
+    frame = np.zeros((16, 16, 3), np.uint8)
+    options = video.VideoEncodeSettings(extra_args=("-no_such_option", "1"))
+    writer = video.FrameWriter(tmp_path / "o.mkv", 10, options=options)
+    with pytest.raises(VideoEncodeError) as caught, writer:
+        for _ in range(30):
+            writer.write(frame)
+    assert "codec options" in caught.value.for_cli()[1]
+    full = video._encode_error("encoding failed", "av_interleaved_write_frame(): No space left on device",
+                               tmp_path / "o.mkv")
+    assert "the disk is full" in full.hint and "codec" not in full.hint
+    gone = video._encode_error("encoding failed", "Error writing trailer", tmp_path / "deleted" / "o.mkv")
+    assert "was removed or renamed" in gone.hint and "codec" not in gone.hint
+
+
+# -- 12. sample aspect ratio ---------------------------------------------------------------------
+
+def test_sample_aspect_ratio_188_189_is_kept_exactly(tmp_path):
+    clip = tmp_path / "sar.mp4"
+    source = ["-f", "lavfi", "-i", "testsrc=size=32x24:rate=5:duration=1", "-vf", "setsar=188/189:max=1000"]
+    subprocess.run([video.ffmpeg_exe(), "-v", "error", "-y", *source, "-pix_fmt", "yuv420p", str(clip)],
+                   check=True, capture_output=True)
+    assert video.probe_video(clip).sample_aspect_ratio == Fraction(188, 189)
+    job = Job(clip, tmp_path / "sar_x2.mp4", MediaKind.VIDEO)
+    run_video_job(toy_pool(), job, OutputSettings(), VideoSettings(), Recorder())
+    assert video.probe_video(job.target).sample_aspect_ratio == Fraction(188, 189)

@@ -181,7 +181,8 @@ class Engine:
                 smaller = max(_SMALLEST_TILE, (tile or max(height, width)) // 2)
                 if tile and smaller >= tile:
                     # On the CPU the whole input and result must fit in RAM: only a smaller job helps there.
-                    helps = ("use a smaller {--batch} or {--outscale}, or a smaller input" if self.device.type == "cpu"
+                    on_cpu = self.device.type == "cpu"
+                    helps = ("use a smaller {--batch} or {--outscale}, or a smaller input" if on_cpu
                              else "use {--device cpu} (main memory) or a smaller {--batch}")
                     raise LightsrError("out of memory even with the smallest tile size", hint=helps) from None
                 self.stats.oom_retries += 1
