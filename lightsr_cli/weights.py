@@ -245,7 +245,8 @@ def _fetch_from_sources(card: ModelCard, target: Path, sources: list[_RemoteSour
                 reporter.note(f"{error.message}; trying the official URL")
                 continue
             if mirror_failure is not None:
-                raise WeightsError(error.message, hint=f"{error.hint} (the mirror failed first: {mirror_failure})") from None
+                raise WeightsError(f"{error.message}; the mirror failed first: {mirror_failure}",
+                                   hint=error.hint_template) from None
             raise
         _remember_verified(target, digest)
         if not checkpoint.pinned:
@@ -725,7 +726,7 @@ class _Transfer:
         if self.received:
             self._restart()  # the server ignored our Range header and sends the whole file again
         if length is not None and self.expected_size is not None and length != self.expected_size:
-            raise _Final(f"the server announces {length} bytes but the file has {self.expected_size}")
+            raise _Final(f"the server announces {length} bytes but the model card expects {self.expected_size}")
         if self.expected_size is None and length is not None:  # learn (or correct) the size from this answer
             self.total = length
             self.hasher = _Hasher(length, self.git_blob)
