@@ -11,6 +11,7 @@ import os
 import struct
 import subprocess
 import sys
+import warnings
 import zlib
 from fractions import Fraction
 from pathlib import Path
@@ -548,3 +549,13 @@ def test_sample_aspect_ratio_188_189_is_kept_exactly(tmp_path):
     job = Job(clip, tmp_path / "sar_x2.mp4", MediaKind.VIDEO)
     run_video_job(toy_pool(), job, OutputSettings(), VideoSettings(), Recorder())
     assert video.probe_video(job.target).sample_aspect_ratio == Fraction(188, 189)
+
+
+def test_read_only_pixels_raise_no_torch_warning():
+    from lightsr_cli.pipeline.pixels import upscale_pixels
+
+    frozen = np.zeros((8, 8, 3), np.uint8)
+    frozen.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert upscale_pixels(toy_pool().primary, frozen).shape == (16, 16, 3)

@@ -17,7 +17,8 @@ from ..progress import Reporter
 
 def upscale_rgb(engine: Engine, frames: np.ndarray, reporter: Reporter | None = None) -> np.ndarray:
     """N x H x W x 3 uint8 or uint16 RGB -> N x sH x sW x 3 of the same dtype, rounded and clipped."""
-    frames = np.ascontiguousarray(frames)
+    # torch.from_numpy warns (on stderr) for read-only arrays, e.g. frames straight from a byte buffer.
+    frames = np.require(frames, requirements=["C_CONTIGUOUS", "WRITEABLE"])
     if frames.dtype == np.uint8:
         result = engine.upscale(torch.from_numpy(frames).permute(0, 3, 1, 2), reporter, to_uint8=True)
         return np.ascontiguousarray(result.permute(0, 2, 3, 1).numpy())
