@@ -11,6 +11,7 @@ once: the second is refused (or, with --skip-existing, leaves that file to the f
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import stat
@@ -170,9 +171,11 @@ class TargetLock:
         self.path = lock_path_of(target)
         self._handle: IO[bytes] | None = None
         self._locked = False
+        self._made_folder = False
 
     def acquire(self) -> None:
         try:
+            self._made_folder = not self.path.parent.is_dir()
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise OutputError(f"cannot write to {self.path.parent}: {error.strerror or error}",
@@ -220,6 +223,9 @@ class TargetLock:
                 self.path.unlink(missing_ok=True)
         finally:
             handle.close()
+        if self._made_folder:  # a job that failed leaves no empty output folder behind
+            with contextlib.suppress(OSError):  # it holds the output (or another job's): it stays
+                self.path.parent.rmdir()
 
     def __enter__(self) -> TargetLock:
         self.acquire()

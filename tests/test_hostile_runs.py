@@ -559,3 +559,11 @@ def test_read_only_pixels_raise_no_torch_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert upscale_pixels(toy_pool().primary, frozen).shape == (16, 16, 3)
+
+
+def test_a_failed_file_leaves_no_lock_file_and_no_empty_output_folder(tmp_path):
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    (tmp_path / "in" / "sub" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(30))
+    jobs = plan_jobs([str(tmp_path / "in")], tmp_path / "out", NamingRule("_x2", None), True, False, False).jobs
+    summary = run_jobs(toy_pool(), jobs, OutputSettings(), reporter=Recorder())
+    assert len(summary.failed) == 1 and not (tmp_path / "out" / "sub").exists()

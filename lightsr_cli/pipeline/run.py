@@ -31,7 +31,6 @@ class RunSummary:
     videos: list[VideoResult] = field(default_factory=list)
 
 
-
 def unexpected_failure(error: Exception) -> LightsrError:
     """A failure no layer anticipated, as a LightsrError that names the exception's type."""
     detail = str(error).strip().splitlines()
