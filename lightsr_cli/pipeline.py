@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from . import archs, pixels, weights
+from . import archs, checkpoints, pixels, weights
 from .device_pool import UpscalerPool, parse_devices
 from .engine import Upscaler
 from .errors import LightsrError, UsageError
@@ -43,11 +43,11 @@ class EngineChoice:
 def _load_network(card: ModelCard, reporter: Reporter, weights_path: Path | None) -> nn.Module:
     """Resolve the card's checkpoint (embedded, cache, mirror or download) and build the net from it."""
     path = weights_path or weights.ensure_weights(card, reporter).path
-    state_dict = weights.load_state_dict(path)
+    state_dict = checkpoints.load_state_dict(path)
     try:
         return archs.build_network(card.arch, card.scale, card.hyperparameters, state_dict)
     except RuntimeError as error:  # strict load: wrong keys or shapes
-        raise weights.damaged_checkpoint_error(card, path, error) from None
+        raise checkpoints.damaged_checkpoint_error(card, path, error) from None
 
 
 def _engine(network: nn.Module, card: ModelCard, choice: EngineChoice, device: str) -> Upscaler:

@@ -7,7 +7,8 @@ from typing import List, Optional
 import typer
 
 from ..errors import UsageError
-from ..registry import CARDS, get_card, resolve_model
+from ..checkpoints import resolve_card
+from ..registry import CARDS, get_card
 from . import options
 from .app import app, handles_errors
 from .render import RichReporter, print_json, stdout_table
@@ -47,7 +48,7 @@ def bench(
     elif models:
         cards = [get_card(model_id) for model_id in models]
     else:
-        cards = [resolve_model(None, preset.value if preset else None, scale)]
+        cards = [resolve_card(None, preset.value if preset else None, None, scale)]
     from ..bench import benchmark
     from ..errors import LightsrError
     from ..pipeline import EngineChoice, load_upscaler
@@ -64,7 +65,8 @@ def bench(
             except UsageError:
                 raise  # a wrong option, not a model that failed: stop at once
             except LightsrError as error:
-                print_error(f"{card.id}: {error.message}", error.hint)
+                message, hint = error.for_cli()
+                print_error(f"{card.id}: {message}", hint)
                 progress.advance()
                 continue
             rows.append({

@@ -34,9 +34,9 @@ def evaluate(
     for dataset in datasets:
         if not dataset.is_dir():
             raise InputError(f"no such dataset folder: {dataset}")
-    from .upscale import _resolve_card
+    from ..checkpoints import resolve_card
 
-    card = _resolve_card(model, preset, scale, weights_file)
+    card = resolve_card(model, preset.value if preset else None, weights_file, scale)
     from ..pipeline import EngineChoice, evaluate as evaluate_dataset, load_upscaler
 
     choice = EngineChoice(device=device, precision=precision.value, tile=tile, batch=batch, tta=tta)
