@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .archs._spec import ArchSpec
+from .archs.spec import ArchSpec
 from .errors import DeviceError, LightsrError, UsageError
 from .progress import NullReporter, Reporter
 from .tiling import Span, blend_ramp, pick_tile_size, plan_spans

@@ -197,8 +197,8 @@ def _grl(variant: str, scale: int) -> ModelCard:
     arch, filename = facts.GRL, f"sr_grl_{variant}_c3x{scale}.ckpt"
     return ModelCard(f"grl-{variant}-x{scale}", arch.name, scale, _as_card_data(arch.variants[variant]),
                      Checkpoint(filename, arch.url_of(filename), None, None), arch.license, arch.redistributable,
-                     _GRL_PARAMS[variant][scale],
-                     note="no sha256 published: unpinned, checked structurally by a strict load", family=f"grl-{variant}")
+                     _GRL_PARAMS[variant][scale], family=f"grl-{variant}",
+                     note="no sha256 published: unpinned, checked structurally by a strict load")
 
 
 _GRL_CARDS = [_grl(variant, scale) for variant in ("tiny", "small", "base") for scale in SCALES]

@@ -11,8 +11,15 @@ import pytest
 import torch
 
 from lightsr_cli.archs import ARCH_MODULES, get_spec
-from lightsr_cli.checkpoints import (CUSTOM_PREFIX, card_for_file, convert_to_safetensors, detect_checkpoint,
-                                     load_state_dict, resolve_card, unwrap_state_dict)
+from lightsr_cli.checkpoints import (
+    CUSTOM_PREFIX,
+    card_for_file,
+    convert_to_safetensors,
+    detect_checkpoint,
+    load_state_dict,
+    resolve_card,
+    unwrap_state_dict,
+)
 from lightsr_cli.errors import ModelError, UsageError, WeightsError
 from lightsr_cli.registry import CARDS, ModelCard, get_card
 from lightsr_cli.weights import ensure_weights
@@ -274,3 +281,15 @@ def test_library_errors_spell_settings_for_python_callers(official_weights, tmp_
         card_for_file(copy)
     assert caught.value.hint == "say which with scale=2 or scale=3"
     assert caught.value.for_cli()[1] == "say which with --scale 2 or --scale 3"
+
+
+def test_python_api_passes_the_scale_for_weights_files(official_weights, tmp_path):
+    pytest.importorskip(ARCH_MODULES["A2N"])
+    from safetensors.torch import save_file
+
+    from lightsr_cli import Upscaler
+
+    copy = tmp_path / "my_a2n.safetensors"
+    save_file(load_state_dict(official_weights / "A2N" / "aan_x2.pt"), copy)  # scale unreadable from shapes
+    upscaler = Upscaler(weights=copy, scale=2, device="cpu")
+    assert upscaler.scale == 2 and upscaler.card.is_custom

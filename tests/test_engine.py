@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightsr_cli.archs._spec import ArchSpec
+from lightsr_cli.archs.spec import ArchSpec
 from lightsr_cli.engine import Upscaler, resolve_device, resolve_precision
 from lightsr_cli.errors import DeviceError, UsageError
 from tests.markers import needs_c_compiler

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import pickle
-import re
 import subprocess
 import sys
 import threading
@@ -18,15 +15,22 @@ import pytest
 import torch
 
 from lightsr_cli import weights
-from lightsr_cli.archs import ARCH_MODULES, get_spec
-from lightsr_cli.errors import ModelError, WeightsError
+from lightsr_cli.archs import ARCH_MODULES
+from lightsr_cli.checkpoints import detect_checkpoint, load_state_dict
+from lightsr_cli.errors import WeightsError
 from lightsr_cli.registry import CARDS, ModelCard, get_card
 from lightsr_cli.settings import Settings, read_settings
-from lightsr_cli.checkpoints import detect_checkpoint, load_state_dict
-from lightsr_cli.weights import (DownloadPolicy, cached_status, download_file, ensure_weights, file_digest,
-                                 remove_cached, verify_cached)
+from lightsr_cli.weights import (
+    DownloadPolicy,
+    cached_status,
+    download_file,
+    ensure_weights,
+    file_digest,
+    remove_cached,
+    verify_cached,
+)
 
-from .conftest import REPO_ROOT, SHARED_DIR
+from .conftest import REPO_ROOT
 from .weights_server import Fault, WeightsServer
 
 FAST = DownloadPolicy(attempts=3, timeout=0.3, backoff=0.01, max_backoff=0.02, retry_budget=5, lock_timeout=10)

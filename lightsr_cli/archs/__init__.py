@@ -1,6 +1,6 @@
 """The architectures lightsr knows, listed explicitly (no directory scanning).
 
-Each module exports ``SPEC`` (an :class:`~lightsr_cli.archs._spec.ArchSpec`). Modules are imported
+Each module exports ``SPEC`` (an :class:`~lightsr_cli.archs.spec.ArchSpec`). Modules are imported
 on first use so that listing models or printing help never pays for building every network.
 """
 
@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._spec import ArchSpec
+    from .spec import ArchSpec
 
 ARCH_MODULES: dict[str, str] = {
     "BSRN": "lightsr_cli.archs.bsrn",

@@ -50,8 +50,8 @@ from torch import nn
 
 from ..errors import ModelError
 from . import facts
-from ._spec import ArchSpec, StateDict, keep_as_is
 from .detection import block_indices, is_numbered_from
+from .spec import ArchSpec, StateDict, keep_as_is
 
 __all__ = ["A2N", "SPEC", "build", "detect", "forward_chop", "prepare_state_dict"]
 

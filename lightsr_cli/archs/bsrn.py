@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import facts
-from ._spec import ArchSpec, StateDict
 from .detection import block_indices, is_numbered_from, matches_network, pixel_shuffle_scale
+from .spec import ArchSpec, StateDict
 
 VARIANTS = ("bsrn", "bsrn-s")
 

@@ -45,8 +45,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import facts
-from ._spec import ArchSpec, StateDict
 from .detection import block_indices, is_numbered_from, pixel_shuffle_scale
+from .spec import ArchSpec, StateDict
 
 # RGB mean of DF2K (images 1-3450), as used by the official MeanShift(data_type="DF2K").
 _DF2K_RGB_MEAN = (0.4690, 0.4490, 0.4036)

@@ -52,8 +52,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import facts
-from ._spec import ArchSpec, StateDict
 from .detection import matches_network, pixel_shuffle_scale, shape_of
+from .spec import ArchSpec, StateDict
 
 LEAKY_SLOPE = 0.05
 POOL_KERNEL = 7

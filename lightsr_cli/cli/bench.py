@@ -6,8 +6,8 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import UsageError
 from ..checkpoints import resolve_card
+from ..errors import UsageError
 from ..registry import CARDS, get_card
 from . import options
 from .app import app, handles_errors

@@ -37,7 +37,8 @@ def evaluate(
     from ..checkpoints import resolve_card
 
     card = resolve_card(model, preset.value if preset else None, weights_file, scale)
-    from ..pipeline import EngineChoice, evaluate as evaluate_dataset, load_upscaler
+    from ..pipeline import EngineChoice, load_upscaler
+    from ..pipeline import evaluate as evaluate_dataset
 
     choice = EngineChoice(device=device, precision=precision.value, tile=tile, batch=batch, tta=tta)
     with RichReporter() as reporter:

@@ -7,9 +7,9 @@ from typing import List, Optional
 
 import typer
 
+from ..checkpoints import resolve_card
 from ..errors import UsageError
 from ..jobs import NamingRule, plan_jobs
-from ..checkpoints import resolve_card
 from . import options
 from .app import app, handles_errors
 from .render import RichReporter, print_json, stderr

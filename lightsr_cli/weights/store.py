@@ -191,7 +191,8 @@ def _fetch_from_sources(card: ModelCard, target: Path, sources: list[_RemoteSour
                 reporter.note(f"{error.message}; trying the official URL")
                 continue
             if mirror_failure is not None:
-                raise WeightsError(error.message, hint=f"{error.hint} (the mirror failed first: {mirror_failure})") from None
+                raise WeightsError(error.template,
+                                   hint=f"{error.hint_template} (the mirror failed first: {mirror_failure})") from None
             raise
         remember_verified(target, digest)
         if not checkpoint.pinned:
@@ -216,7 +217,7 @@ def _user_file(card: ModelCard) -> ResolvedWeights:
     """A card made by card_for_file: the file is the user's own; only check it is still there."""
     path = Path(card.checkpoint.filename)
     if not path.is_file():
-        raise WeightsError(f"checkpoint {path} no longer exists", hint="check the path given to --weights")
+        raise WeightsError(f"checkpoint {path} no longer exists", hint="check the path given to {--weights}")
     return ResolvedWeights(path, "file", True)
 
 

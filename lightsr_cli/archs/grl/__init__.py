@@ -63,7 +63,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import facts
-from .._spec import ArchSpec
+from ..spec import ArchSpec
 from .attention import AttentionLogits, cosine_attention
 from .detection import detect, geometry_from_buffers, prepare_state_dict
 from .geometry import Geometry, log_coords_table, relative_index

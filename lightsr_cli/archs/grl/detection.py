@@ -8,8 +8,8 @@ from typing import Any, Mapping
 
 import torch
 
-from .._spec import StateDict
 from ..detection import block_indices, pixel_shuffle_scale
+from ..spec import StateDict
 from .geometry import RECON_FEATS
 
 # Geometry of the real-world x4 model (bsr_grl_base.ckpt, keys under "model_g."); its weights are
