@@ -29,6 +29,7 @@ from . import fs
 from .archs.facts import FACTS
 from .errors import ModelError, UsageError, WeightsError
 from .registry import CARDS, Checkpoint, ModelCard, resolve_model
+from .weights import file_digest
 
 if TYPE_CHECKING:
     import torch
@@ -245,8 +246,6 @@ def card_for_file(path: Path, scale: int | None = None) -> ModelCard:
     path = Path(path).expanduser()
     if not path.is_file():
         raise WeightsError(f"checkpoint {path} does not exist", hint="check the path given to {--weights}")
-    from .weights.hashing import file_digest  # not at import: weights and checkpoints stay apart
-
     digest = file_digest(path)
     arch, detected = detect_checkpoint(load_state_dict(path))
     detected_scale = detected.pop("scale", None)
