@@ -9,7 +9,6 @@ import typer
 
 from ..checkpoints import resolve_card
 from ..errors import UsageError
-from ..pipeline.jobs import NamingRule, plan_jobs
 from . import options
 from .handling import handles_errors
 from .render import RichReporter, print_json, stderr
@@ -58,6 +57,8 @@ def upscale(
     """Upscale images (PNG, JPEG, WebP, BMP, TIFF) and videos; folders and globs too."""
     if scale is not None and scale not in (2, 3, 4):
         raise UsageError(f"--scale must be 2, 3 or 4, not {scale}", hint="use --outscale for other final sizes")
+    from ..pipeline.jobs import NamingRule, plan_jobs
+
     card = resolve_card(model, preset.value if preset else None, weights_file, scale)
     final_scale = outscale or card.scale
     rule = NamingRule(suffix=(suffix if suffix is not None else "_x{scale}").replace("{scale}", f"{final_scale:g}"),
