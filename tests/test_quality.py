@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lightsr_cli.pipeline import evaluation, loading, pixels
 from lightsr_cli.media.images import read_image
 from lightsr_cli.metrics import crop_to_match, psnr_y
+from lightsr_cli.pipeline import evaluation, loading, pixels
 from lightsr_cli.registry import CARDS, get_card
 from tests.seams import SeamMeter
 

@@ -331,10 +331,9 @@ def test_two_processes_one_download(server, cache_dir):
 def test_lock_held_too_long_is_a_clear_error(cache_dir):
     card = get_card(CARD_ID)
     target = weights.cache_path(card, settings_for(cache_dir))
-    with weights.file_lock(target):
-        with pytest.raises(WeightsError) as caught:
-            ensure_weights(card, settings=settings_for(cache_dir, mirror=str(cache_dir)),
-                           policy=replace(FAST, lock_timeout=0.2))
+    with weights.file_lock(target), pytest.raises(WeightsError) as caught:
+        ensure_weights(card, settings=settings_for(cache_dir, mirror=str(cache_dir)),
+                       policy=replace(FAST, lock_timeout=0.2))
     assert "another lightsr process" in caught.value.message
 
 
@@ -414,7 +413,7 @@ def test_offline_with_a_folder_mirror_works(official_weights, cache_dir, monkeyp
 # -- hashes other than sha256 -----------------------------------------------------------------------
 
 def git_blob_id(data: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
 
 
 @pytest.mark.parametrize("size_known", [True, False])

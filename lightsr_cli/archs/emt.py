@@ -206,7 +206,7 @@ class _WindowAttentionLayer(nn.Module):
         qv = self.attn(x)
         groups = torch.chunk(qv, len(self.windows), dim=1)
         mixed = [
-            _attend_in_windows(g, self.num_heads, win, sh) for g, win, sh in zip(groups, self.windows, self.shifts)
+            _attend_in_windows(g, self.num_heads, win, sh) for g, win, sh in zip(groups, self.windows, self.shifts, strict=False)
         ]
         return self.proj(torch.cat(mixed, dim=1))
 
@@ -248,7 +248,7 @@ class _MixedBlock(nn.Module):
         self.mlp_list = nn.ModuleList(_ShiftMlp(dim, dim * mlp_ratio) for _ in range(n_layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for mixer, mlp in zip(self.sa_list, self.mlp_list):
+        for mixer, mlp in zip(self.sa_list, self.mlp_list, strict=False):
             x = x + mixer(x)
             x = x + mlp(x)
         return x

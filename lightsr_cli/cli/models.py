@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import typer
-
 from pathlib import Path
 from typing import List
+
+import typer
 
 from ..errors import UsageError
 from ..registry import CARDS, PAPERS, PRESET_MODELS, PRESETS_MEASURED_ON, get_card
@@ -178,8 +178,8 @@ def convert(ctx: typer.Context, source: Path = typer.Argument(..., metavar="IN")
             scale: int = typer.Option(None, "--scale", "-s", help="Scale, when the weights cannot tell (A2N)."),
             overwrite: bool = typer.Option(False, "--overwrite")) -> None:
     """Convert a .pth/.pt/.ckpt checkpoint to safetensors safely (no pickled code runs)."""
-    from ..errors import OutputError
     from ..checkpoints import card_for_file, convert_to_safetensors
+    from ..errors import OutputError
 
     if destination.suffix != ".safetensors":
         raise UsageError(f"{destination} must end in .safetensors")

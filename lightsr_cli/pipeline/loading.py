@@ -59,5 +59,5 @@ def load_pool(card: ModelCard, settings: EngineSettings, reporter: Reporter | No
     devices = parse_devices(settings.device)
     network = _load_network(card, reporter or NullReporter(), weights_path)
     networks = [network] + [copy.deepcopy(network) for _ in devices[1:]]
-    return EnginePool((_engine(net, card, settings, device) for net, device in zip(networks, devices)),
+    return EnginePool((_engine(net, card, settings, device) for net, device in zip(networks, devices, strict=False)),
                       model_id=card.id)

@@ -162,7 +162,7 @@ class Transfer:
                 headers["If-Range"] = self.validator
         elif self.received:
             self._restart()
-        request = urllib.request.Request(self.url, headers=headers)
+        request = urllib.request.Request(self.url, headers=headers)  # noqa: S310 - http(s) or file URLs we built
         try:
             response = urllib.request.urlopen(request, timeout=self.policy.timeout)  # noqa: S310 - http/file only
         except urllib.error.HTTPError as error:

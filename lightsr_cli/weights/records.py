@@ -8,6 +8,7 @@ unreadable record just means the file is hashed again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -32,10 +33,9 @@ def remember_verified(target: Path, digest: FileDigest) -> None:
     stat = target.stat()
     record = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest.sha256,
               "git_blob_sha1": digest.git_blob_sha1}
-    try:
+    # Best effort: a read-only cache still works; it is just rehashed at each start.
+    with contextlib.suppress(OutputError, OSError):
         fs.write_bytes(sidecar_path(target), json.dumps(record).encode(), overwrite=True, hidden=False)
-    except (OutputError, OSError):
-        pass  # a read-only cache still works; it is just rehashed at each start
 
 
 def read_record(target: Path) -> dict[str, Any] | None:

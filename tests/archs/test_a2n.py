@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lightsr_cli.archs.a2n import SPEC, A2N, build, detect, forward_chop, prepare_state_dict
+from lightsr_cli.archs.a2n import A2N, SPEC, build, detect, forward_chop, prepare_state_dict
 from lightsr_cli.checkpoints import unwrap_state_dict
 from lightsr_cli.errors import ModelError
 

@@ -227,7 +227,7 @@ def test_read_from_start_frame_is_exact(clips, mkv_frames, start):
     with FrameReader(clips["mkv"], start_frame=start) as reader:
         frames = list(reader)
     assert len(frames) == FRAMES - start
-    assert all(np.array_equal(a, b) for a, b in zip(frames, mkv_frames[start:]))
+    assert all(np.array_equal(a, b) for a, b in zip(frames, mkv_frames[start:], strict=False))
 
 
 def test_read_detects_a_stream_that_ends_early(clips):
@@ -273,7 +273,7 @@ def test_write_2x_mp4_keeps_rate_count_audio_and_subtitles(clips, mkv_frames, tm
     with FrameReader(info) as reader:
         back = list(reader)
     # Lossy but close: no colour-matrix or range mismatch (that would shift values by ~10+).
-    error = np.mean([np.abs(a.astype(np.int16) - b).mean() for a, b in zip(back, upscaled)])
+    error = np.mean([np.abs(a.astype(np.int16) - b).mean() for a, b in zip(back, upscaled, strict=False)])
     assert error < 4
 
 
@@ -307,7 +307,7 @@ def test_write_10bit_keeps_10_bits(clips, tmp_path):
     with FrameReader(info) as reader:
         back = list(reader)
     assert back[0].dtype == np.uint16
-    assert np.mean([np.abs(a.astype(np.int32) - b).mean() for a, b in zip(back, frames)]) < 4 * 257
+    assert np.mean([np.abs(a.astype(np.int32) - b).mean() for a, b in zip(back, frames, strict=False)]) < 4 * 257
 
 
 def test_exception_inside_writer_removes_partial_file(clips, mkv_frames, tmp_path):
@@ -372,7 +372,7 @@ def encode_in_segments(source, out: Path, options: VideoEncodeSettings, per_segm
         with FrameReader(source, start_frame=frames.start) as reader, FrameWriter(
             segment, source.frame_rate, options=options, source=source, copy_streams=False
         ) as writer:
-            for _, frame in zip(frames, reader):
+            for _, frame in zip(frames, reader, strict=False):
                 writer.write(frame)
         assert count_frames(segment) == len(frames)
         segments.append(segment)

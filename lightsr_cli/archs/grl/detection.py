@@ -52,7 +52,7 @@ def geometry_from_buffers(sd: Mapping[str, Any]) -> dict[str, Any] | None:
             return None
         # The stripe table spans stripe + stripe // down - 1 per axis.
         stripe = [(int(n) + 1) * down // (down + 1) for n in table_sh.shape[1:3]]
-        if any(s + s // down - 1 != int(n) for s, n in zip(stripe, table_sh.shape[1:3])):
+        if any(s + s // down - 1 != int(n) for s, n in zip(stripe, table_sh.shape[1:3], strict=False)):
             return None
     except (KeyError, AttributeError, IndexError, TypeError, ZeroDivisionError):
         return None
@@ -98,7 +98,7 @@ def detect(state_dict: StateDict) -> dict[str, Any] | None:
     Returns None for other architectures, for GRL restoration models without an upsampler
     (denoising, JPEG, deblurring), and for GRL options this module does not implement.
     """
-    keys = [k for k in state_dict.keys() if isinstance(k, str)]
+    keys = [k for k in state_dict if isinstance(k, str)]
     block0 = "layers.0.blocks.0."
     required = (
         "conv_first.weight",

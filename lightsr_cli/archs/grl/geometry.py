@@ -33,9 +33,9 @@ def log_coords_table(window: Pair, down: int) -> torch.Tensor:
     ``down == 1`` gives the ordinary window-to-window table.
     """
     anchor = [w // down for w in window]
-    highest = [w - 1 - (w - a) // 2 for w, a in zip(window, anchor)]
-    lowest = [-(a - 1) - (w - a) // 2 for w, a in zip(window, anchor)]
-    axes = [torch.arange(lo, hi + 1, dtype=torch.float32) for lo, hi in zip(lowest, highest)]
+    highest = [w - 1 - (w - a) // 2 for w, a in zip(window, anchor, strict=False)]
+    lowest = [-(a - 1) - (w - a) // 2 for w, a in zip(window, anchor, strict=False)]
+    axes = [torch.arange(lo, hi + 1, dtype=torch.float32) for lo, hi in zip(lowest, highest, strict=False)]
     table = torch.stack(torch.meshgrid(axes, indexing="ij"), dim=-1)
     table = table / torch.tensor(highest, dtype=torch.float32) * 8
     table = torch.sign(table) * torch.log2(table.abs() + 1.0) / math.log2(8)
@@ -75,7 +75,7 @@ def region_labels(size: Pair, window: Pair, shift: Pair) -> torch.Tensor:
     the last window, the last window minus the shift, and the last ``shift`` pixels.
     """
     labels = torch.zeros(size)
-    bands = [(slice(0, -w), slice(-w, -s), slice(-s, None)) for w, s in zip(window, shift)]
+    bands = [(slice(0, -w), slice(-w, -s), slice(-s, None)) for w, s in zip(window, shift, strict=False)]
     for i, rows in enumerate(bands[0]):
         for j, cols in enumerate(bands[1]):
             labels[rows, cols] = 3 * i + j

@@ -70,7 +70,7 @@ class GRL(nn.Module):
                     anchor_pooling=anchor_proj_type,
                     local_connection=local_connection,
                 )
-                for depth, heads_w, heads_s in zip(depths, num_heads_window, num_heads_stripe)
+                for depth, heads_w, heads_s in zip(depths, num_heads_window, num_heads_stripe, strict=False)
             ]
         )
         self.norm_end = nn.LayerNorm(embed_dim)
