@@ -128,8 +128,8 @@ MUTANTS = [
            "if sha256 is not None and digest.sha256 != sha256.lower():", "if False:",
            ("tests/test_weights.py", f"{CLAIMS}::test_models_download_verify_and_rm")),
     Mutant("pickle-allowed", "checkpoints loaded with weights_only=False (pickled code runs)",
-           'torch.load(path, map_location="cpu", weights_only=True)', 'torch.load(path, map_location="cpu",
-           weights_only=False)',
+           'torch.load(path, map_location="cpu", weights_only=True)',
+           'torch.load(path, map_location="cpu", weights_only=False)',
            ("tests/test_weights.py::test_malicious_pickle_is_refused",)),
 ]
 
