@@ -368,3 +368,16 @@ def test_memory_stays_bounded_for_long_videos(tmp_path, monkeypatch):
     assert counts["decoded"] == counts["written"] == 72
     # Two queues of 2 x batch + 2 frames, a batch in the engine and one frame in each thread's hands.
     assert counts["peak"] <= 2 * (2 * 2 + 2) + 2 + 2, counts
+
+
+def test_suffix_names_outputs(tmp_path):
+    """README: '--suffix S' is appended to output names (default _x{scale}; {scale} is filled in)."""
+    _image(tmp_path / "a.png")
+    code, _, err = run_cli("upscale", str(tmp_path / "a.png"), "--model", MODEL, "--device", "cpu", "-q",
+                           "--suffix", "-big{scale}")
+    assert code == 0, err
+    code, _, err = run_cli("upscale", str(tmp_path / "a.png"), "--model", MODEL, "--device", "cpu", "-q",
+                           "--suffix", "_up", "--outscale", "1.5")
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-big2.png", "a.png", "a_up.png"]
+    assert _read_rgb(tmp_path / "a_up.png").shape == (18, 24, 3)

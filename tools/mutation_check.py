@@ -88,7 +88,7 @@ MUTANTS = [
     Mutant("gray-takes-first-channel", "gray output takes the red channel instead of the mean",
            "np.round(result.astype(np.float32).mean(axis=2)).astype(pixels.dtype)", "result[:, :, 0]",
            (f"{GAPS}::test_sixteen_bit_pixels_are_scaled_by_65535",
-           "tests/test_cli.py::test_python_api_upscales_numpy_images")),
+           f"{GAPS}::test_gray_is_the_mean_of_the_networks_three_channels")),
     Mutant("constant-alpha-through-network", "a varying alpha plane is filled with its first value",
            "if alpha.min() == alpha.max():", "if True:",
            (f"{GAPS}::test_alpha_goes_through_the_network_not_a_resize",)),
