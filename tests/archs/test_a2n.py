@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from lightsr_cli.archs.a2n import SPEC, A2N, build, detect, forward_chop, prepare_state_dict
+from lightsr_cli.checkpoints import unwrap_state_dict
 from lightsr_cli.errors import ModelError
 
 SCALES = (2, 3)
@@ -127,7 +128,7 @@ def test_detect_x4_layout_and_module_prefix() -> None:
     small = build(scale=2, nf=16, unf=8, nb=3).state_dict()
     wrapped = {f"module.{k}": v for k, v in small.items()}
     assert detect(wrapped) is None  # detect runs after prepare_state_dict
-    assert detect(prepare_state_dict(wrapped)) == {"scale": None, "nf": 16, "unf": 8, "nb": 3}
+    assert detect(prepare_state_dict(unwrap_state_dict(wrapped))) == {"scale": None, "nf": 16, "unf": 8, "nb": 3}
     damaged = dict(small)
     del damaged["AAB_trunk.1.attention.k3.weight"]
     assert detect(damaged) is None
@@ -216,4 +217,4 @@ def test_spec_traits() -> None:
     assert SPEC.input_range == 255.0
     assert SPEC.size_multiple == 1 and SPEC.tile_multiple == 1
     assert SPEC.tile_overlap > 0
-    assert SPEC.prepare_state_dict({"module.conv_first.bias": torch.zeros(1)}).keys() == {"conv_first.bias"}
+    assert SPEC.prepare_state_dict(unwrap_state_dict({"module.conv_first.bias": torch.zeros(1)})).keys() == {"conv_first.bias"}

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from lightsr_cli.archs import emt
 from lightsr_cli.archs.emt import SPEC
+from lightsr_cli.checkpoints import unwrap_state_dict
 
 SCALES = (2, 3, 4)
 OFFICIAL_HPARAMS = {
@@ -28,8 +29,7 @@ OFFICIAL_PARAM_COUNTS = {2: (741_876, 670_572), 3: (749_991, 678_687), 4: (761_3
 
 
 def _raw_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    return ckpt["params"] if "params" in ckpt else ckpt
+    return unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True))
 
 
 _MODELS: dict[int, torch.nn.Module] = {}
@@ -117,7 +117,7 @@ def test_detect_rejects_partial_emt_state_dict(official_weights: Path) -> None:
 def test_prepare_state_dict_strips_module_prefix() -> None:
     model = SPEC.build(scale=2, n_blocks=1, n_layers=3)
     wrapped = {"module." + k: v for k, v in model.state_dict().items()}
-    prepared = SPEC.prepare_state_dict(wrapped)
+    prepared = SPEC.prepare_state_dict(unwrap_state_dict(wrapped))
     assert set(prepared) == set(model.state_dict())
     model.load_state_dict(prepared, strict=True)
     found = SPEC.detect(prepared)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from lightsr_cli.archs import plainusr
 from lightsr_cli.archs.plainusr import SPEC, SoftPool2d, build, soft_pool2d
+from lightsr_cli.checkpoints import unwrap_state_dict
 
 # checkpoint stem -> hyperparameters detect() must report (widths inferred from the official files)
 ULTRA_U = {"block": "ultra", "n_feat": 16, "im_feat": [16, 8], "attn_feat": 4}
@@ -97,7 +98,7 @@ def test_detect_rejects_damaged_plainusr_state(official_weights):
 def test_prepare_state_dict_strips_module_prefix(official_weights):
     state = _load(official_weights, "PlainUSRU_Rep_x2")
     wrapped = {f"module.{k}": v for k, v in state.items()}
-    prepared = SPEC.prepare_state_dict(wrapped)
+    prepared = SPEC.prepare_state_dict(unwrap_state_dict(wrapped))
     assert prepared.keys() == state.keys()
     assert SPEC.detect(prepared) == CHECKPOINTS["PlainUSRU_Rep_x2"]
 

@@ -11,17 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lightsr_cli.errors import LightsrError
-from lightsr_cli.media.video import (
+from lightsr_cli.errors import (
     CorruptVideoError,
     EmptyVideoError,
-    VideoEncodeSettings,
-    FrameReader,
-    FrameWriter,
+    LightsrError,
     NoVideoStreamError,
     StreamCopyError,
     VideoEncodeError,
     VideoNotFoundError,
+)
+from lightsr_cli.media.video import (
+    FrameReader,
+    FrameWriter,
+    VideoEncodeSettings,
     concat_segments,
     count_frames,
     default_pix_fmt,
@@ -326,6 +328,16 @@ def test_ffmpeg_failure_raises_and_removes_partial_file(mkv_frames, tmp_path):
         for frame in mkv_frames:
             writer.write(frame)
     assert not out.exists()
+
+
+def test_encoder_option_errors_name_the_setting_per_caller(mkv_frames, tmp_path):
+    cases = [(VideoEncodeSettings(codec="ffv1", crf=10), "--crf", "crf"),
+             (VideoEncodeSettings(codec="libvpx-vp9", preset="fast"), "--video-preset", "video_preset")]
+    for options, flag, name in cases:
+        with pytest.raises(LightsrError) as caught, FrameWriter(tmp_path / "up.mkv", NTSC_FILM, options=options) as w:
+            w.write(mkv_frames[0])
+        assert caught.value.for_cli()[0].startswith(f"{flag} does not apply")
+        assert caught.value.message.startswith(f"{name} does not apply")
 
 
 def test_container_that_cannot_hold_the_audio(clips, mkv_frames, tmp_path):
