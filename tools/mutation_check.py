@@ -130,7 +130,7 @@ MUTANTS = [
     Mutant("pickle-allowed", "checkpoints loaded with weights_only=False (pickled code runs)",
            'torch.load(path, map_location="cpu", weights_only=True)',
            'torch.load(path, map_location="cpu", weights_only=False)',
-           ("tests/test_weights.py::test_malicious_pickle_is_refused",)),
+           ("tests/test_checkpoints.py::test_malicious_pickle_is_refused",)),
 ]
 
 
