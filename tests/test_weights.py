@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from lightsr_cli import weights
-from lightsr_cli.archs import ARCH_MODULES
 from lightsr_cli.checkpoints import detect_checkpoint, load_state_dict
 from lightsr_cli.errors import WeightsError
 from lightsr_cli.registry import CARDS, ModelCard, get_card
@@ -467,7 +466,6 @@ def test_embedded_bsrn_x4_resolves_offline_and_loads(monkeypatch, no_network):
     state_dict = load_state_dict(resolved)
     assert len(state_dict) == 346
     assert cached_status(card) == "embedded"
-    pytest.importorskip(ARCH_MODULES["BSRN"])
     assert detect_checkpoint(state_dict) == ("BSRN", {"scale": 4, **card.hyperparameters})
 
 
@@ -479,7 +477,6 @@ def test_every_embedded_file_matches_its_official_checkpoint(card, official_weig
     embedded = load_state_dict(shipped)
     assert official.keys() == embedded.keys()
     assert all(torch.equal(official[k], embedded[k]) for k in official)
-    pytest.importorskip(ARCH_MODULES["BSRN"])
     from lightsr_cli.archs import build_network
 
     build_network(card.arch, card.scale, card.hyperparameters, embedded)  # strict load

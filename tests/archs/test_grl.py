@@ -3,8 +3,9 @@
 spandrel (``pip install --no-deps spandrel einops``) is a test-only reference: its GRL is the
 official ``models/networks/grl.py`` with imports rewired. The comparisons copy seeded random
 weights from spandrel's model into ours and compare outputs on odd-sized inputs (so the
-network's own padding to window multiples is exercised). They are skipped when spandrel cannot
-be imported. Inputs stay tiny: every forward pads to at least 64x64, and GRL-base is big.
+network's own padding to window multiples is exercised). They are skipped only when spandrel is
+not installed; any other import failure fails them. Inputs stay tiny: every forward pads to at
+least 64x64, and GRL-base is big.
 """
 
 from __future__ import annotations
@@ -51,9 +52,13 @@ UPSAMPLER_SCALES = {"pixelshuffledirect": 2, "pixelshuffle": 3, "nearest+conv": 
 
 @pytest.fixture(scope="module")
 def reference_grl():
-    """spandrel's GRL class; skipped only when spandrel is not installed (a broken import fails)."""
+    """spandrel's GRL class; a skip only when spandrel is not installed.
+
+    spandrel is a test dependency (the README's and CI's test set-up install it): any other import
+    failure (a dependency broken at import time, a renamed module) fails the tests that need it.
+    """
     if importlib.util.find_spec("spandrel") is None:
-        pytest.skip("spandrel (the test-only GRL reference) is not installed")
+        pytest.skip("spandrel is not installed (pip install --no-deps spandrel==0.4.2): GRL's test reference")
     _torchvision_stub.install()
     from spandrel.architectures.GRL import GRL
 
