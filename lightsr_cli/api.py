@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .checkpoints import resolve_card
 from .pipeline.loading import EngineSettings, load_engine
 from .pipeline.pixels import upscale_pixels
 from .progress import Reporter
-from .registry import resolve_model
 
 
 class Upscaler:
@@ -22,12 +22,7 @@ class Upscaler:
     def __init__(self, model: str | None = None, *, weights: str | Path | None = None, preset: str | None = None,
                  scale: int | None = None, device: str = "auto", precision: str = "auto", tile: int | None = None,
                  batch: int = 1, tta: bool = False, compile: bool = False, reporter: Reporter | None = None) -> None:
-        if weights is not None:
-            from .weights import card_for_file
-
-            self.card = card_for_file(Path(weights))
-        else:
-            self.card = resolve_model(model, preset, scale)
+        self.card = resolve_card(model, preset, Path(weights) if weights is not None else None, scale)
         settings = EngineSettings(device=device, precision=precision, tile=tile, batch=batch, tta=tta, compile=compile)
         self.engine = load_engine(self.card, settings, reporter, Path(weights) if weights is not None else None)
 

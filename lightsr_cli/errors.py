@@ -60,6 +60,8 @@ class ExitCode(IntEnum):
     OK = 0
     FAILURE = 1
     USAGE = 2
+    INTERNAL = 70
+    """A bug: an unexpected exception reached the CLI's last-resort handler (EX_SOFTWARE)."""
     INTERRUPTED = 130
 
 

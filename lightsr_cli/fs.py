@@ -128,7 +128,7 @@ def try_lock(handle: IO[bytes]) -> bool:
         handle.seek(0)
         try:
             msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-        except PermissionError:
+        except OSError:  # EACCES / EDEADLOCK: another process holds the byte
             return False
         return True
     import fcntl

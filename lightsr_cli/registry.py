@@ -11,19 +11,15 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from .archs import facts
+from .archs.facts import FACTS
 from .errors import ModelError, UsageError
 
 SCALES = (2, 3, 4)
 PRESETS = ("fast", "balanced", "quality")
 
-# Short citations per architecture family (the full titles live in each arch's ArchSpec.paper).
-PAPERS = {
-    "BSRN": "Li et al., BSRN, CVPRW 2022",
-    "A2N": "Chen et al., A2N, arXiv 2021",
-    "EMT": "Zheng et al., EMT, arXiv 2023",
-    "PlainUSR": "Wang et al., PlainUSR, ACCV 2024",
-    "GRL": "Li et al., GRL, CVPR 2023",
-}
+PAPERS: Mapping[str, str] = {name: arch.citation for name, arch in FACTS.items()}
+"""Short citation per architecture family (from lightsr_cli.archs.facts)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +55,11 @@ class ModelCard:
     """PSNR-Y the official code measured (dataset -> dB), plain full-image forward."""
     reference_ssim: Mapping[str, float] = field(default_factory=dict)
     note: str = ""
+    family: str = ""
+    """The network without its scale ("bsrn-s", "plainusr-m", "grl-tiny"): cards of one family differ
+    only in scale. A card_for_file card is a family of its own."""
+    is_custom: bool = False
+    """True for the ad-hoc cards lightsr_cli.checkpoints.card_for_file makes for a user's file."""
 
     @property
     def measured_psnr(self) -> Mapping[str, float]:
@@ -71,20 +72,22 @@ class ModelCard:
         return f"{self.arch}/{self.checkpoint.filename}"
 
 
-def _github_raw(repo: str, path: str) -> str:
-    return f"https://github.com/{repo}/raw/main/{path}"
+def _as_card_data(hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Hyperparameters as cards hold them: sequences as tuples (the facts are JSON-shaped)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in hyperparameters.items()}
 
 
 # --- BSRN (MIT, xiaom233/BSRN) -------------------------------------------------------------------
 
-_BSRN = dict(variant="bsrn", num_feat=64, num_block=8)
-_BSRN_S = dict(variant="bsrn-s", num_feat=48, num_block=5)
+_BSRN = dict(facts.BSRN.variants["bsrn"])
+_BSRN_S = dict(facts.BSRN.variants["bsrn-s"])
 
 
 def _bsrn(model_id, scale, hp, filename, sha256, size, params, psnr, ssim):
-    url = _github_raw("xiaom233/BSRN", f"experiments/pretrained_models/{filename}")
-    return ModelCard(model_id, "BSRN", scale, hp, Checkpoint(filename, url, sha256, size), "MIT", True, params,
-                     {"Set5": psnr[0], "Set14": psnr[1]}, {"Set5": ssim[0], "Set14": ssim[1]})
+    arch = facts.BSRN
+    return ModelCard(model_id, arch.name, scale, hp, Checkpoint(filename, arch.url_of(filename), sha256, size),
+                     arch.license, arch.redistributable, params,
+                     {"Set5": psnr[0], "Set14": psnr[1]}, {"Set5": ssim[0], "Set14": ssim[1]}, family=hp["variant"])
 
 
 _BSRN_CARDS = [
@@ -104,16 +107,16 @@ _BSRN_CARDS = [
 
 # --- A2N (no license, haoyuc/A2N: download only) -------------------------------------------------
 
-_A2N = dict(nf=40, unf=24, nb=16)
+_A2N = dict(facts.A2N.variants["a2n"])
 
 
 def _a2n(scale, sha256, size, psnr, ssim, params=1036443, git_blob_sha1=None, note=""):
-    filename = f"aan_x{scale}.pt"
-    url = _github_raw("haoyuc/A2N", f"code/experiment/model/{filename}")
-    return ModelCard(f"a2n-x{scale}", "A2N", scale, _A2N, Checkpoint(filename, url, sha256, size, git_blob_sha1),
-                     "none (no license in the upstream repository)", False, params,
+    arch, filename = facts.A2N, f"aan_x{scale}.pt"
+    return ModelCard(f"a2n-x{scale}", arch.name, scale, _A2N,
+                     Checkpoint(filename, arch.url_of(filename), sha256, size, git_blob_sha1),
+                     arch.license, arch.redistributable, params,
                      {"Set5": psnr[0], "Set14": psnr[1]} if psnr else {},
-                     {"Set5": ssim[0], "Set14": ssim[1]} if ssim else {}, note)
+                     {"Set5": ssim[0], "Set14": ssim[1]} if ssim else {}, note, family="a2n")
 
 
 _A2N_CARDS = [
@@ -129,15 +132,14 @@ _A2N_CARDS = [
 
 # --- EMT (MIT, Fried-Rice-Lab/EMT) ----------------------------------------------------------------
 
-_EMT = dict(dim=60, n_blocks=6, n_layers=6, num_heads=3, mlp_ratio=2, n_GTLs=2,
-            window_list=((32, 8), (8, 32)), shift_list=((16, 4), (4, 16)))
+_EMT = dict(facts.EMT.variants["emt"])
 
 
 def _emt(scale, sha256, size, params, psnr, ssim):
-    filename = f"EMT_LSR_x{scale}.pth"
-    url = _github_raw("Fried-Rice-Lab/EMT", f"modelzoo/EMT/{filename}")
-    return ModelCard(f"emt-x{scale}", "EMT", scale, _EMT, Checkpoint(filename, url, sha256, size), "MIT", True,
-                     params, {"Set5": psnr[0], "Set14": psnr[1]}, {"Set5": ssim[0], "Set14": ssim[1]})
+    arch, filename = facts.EMT, f"EMT_LSR_x{scale}.pth"
+    return ModelCard(f"emt-x{scale}", arch.name, scale, _EMT, Checkpoint(filename, arch.url_of(filename), sha256, size),
+                     arch.license, arch.redistributable, params,
+                     {"Set5": psnr[0], "Set14": psnr[1]}, {"Set5": ssim[0], "Set14": ssim[1]}, family="emt")
 
 
 _EMT_CARDS = [
@@ -151,15 +153,8 @@ _EMT_CARDS = [
 
 # --- PlainUSR (no license, icandle/PlainUSR: download only) ---------------------------------------
 
-_PLAINUSR_SIZES = {
-    # id part: (file letter, hyperparameters)
-    "u": ("U", dict(block="ultra", n_feat=16, im_feat=(16, 8), attn_feat=1)),
-    "t": ("T", dict(block="ultra", n_feat=32, im_feat=(32, 16), attn_feat=4)),
-    "s": ("S", dict(block="general", n_feat=32, im_feat=(32, 16, 8), attn_feat=4)),
-    "m": ("M", dict(block="general", n_feat=48, im_feat=(48, 32, 16), attn_feat=8)),
-    "": ("", dict(block="general", n_feat=64, im_feat=(64, 48, 32), attn_feat=16)),
-    "l": ("L", dict(block="large", n_feat=80, im_feat=(80, 64, 48), attn_feat=16)),
-}
+_PLAINUSR_SIZES = ("u", "t", "s", "m", "", "l")
+"""Size letters of the released models: the id part ("plainusr-m") and, upper-case, the file's."""
 
 # (size, scale): sha256, file size, params, (Set5, Set14) PSNR, (Set5, Set14) SSIM
 _PLAINUSR_FILES = {
@@ -179,41 +174,19 @@ _PLAINUSR_FILES = {
 
 
 def _plainusr(size: str, scale: int) -> ModelCard:
-    letter, hp = _PLAINUSR_SIZES[size]
+    arch = facts.PLAINUSR
+    family = f"plainusr-{size}" if size else "plainusr"
     sha256, file_size, params, psnr, ssim = _PLAINUSR_FILES[(size, scale)]
-    filename = f"PlainUSR{letter}_Rep_x{scale}.pth"
-    url = _github_raw("icandle/PlainUSR", f"2024_PlainUSR_ACCV/pretrained_model/{filename}")
-    model_id = f"plainusr-{size}-x{scale}" if size else f"plainusr-x{scale}"
-    return ModelCard(model_id, "PlainUSR", scale, hp, Checkpoint(filename, url, sha256, file_size),
-                     "none (no license in the upstream repository)", False, params,
-                     {"Set5": psnr[0], "Set14": psnr[1]}, {"Set5": ssim[0], "Set14": ssim[1]})
+    filename = f"PlainUSR{size.upper()}_Rep_x{scale}.pth"
+    return ModelCard(f"{family}-x{scale}", arch.name, scale, dict(arch.variants[family]),
+                     Checkpoint(filename, arch.url_of(filename), sha256, file_size),
+                     arch.license, arch.redistributable, params,
+                     {"Set5": psnr[0], "Set14": psnr[1]}, {"Set5": ssim[0], "Set14": ssim[1]}, family=family)
 
 
 _PLAINUSR_CARDS = [_plainusr(size, scale) for size in _PLAINUSR_SIZES for scale in (2, 4)]
 
 # --- GRL (MIT, ofsoundof/GRL-Image-Restoration, release v1.0.0) ------------------------------------
-
-_GRL_VARIANTS: dict[str, dict[str, Any]] = {  # the official models/grl/grl_*.yaml SR configurations
-    "tiny": dict(
-        in_channels=3, embed_dim=64, depths=(4, 4, 4, 4), num_heads_window=(2, 2, 2, 2),
-        num_heads_stripe=(2, 2, 2, 2), window_size=32, stripe_size=(64, 64), stripe_shift=True,
-        mlp_ratio=2.0, qkv_bias=True, qkv_proj_type='linear', anchor_proj_type='avgpool',
-        anchor_window_down_factor=4, local_connection=False, upsampler='pixelshuffledirect',
-    ),
-    "small": dict(
-        in_channels=3, embed_dim=128, depths=(4, 4, 4, 4), num_heads_window=(2, 2, 2, 2),
-        num_heads_stripe=(2, 2, 2, 2), window_size=32, stripe_size=(64, 64), stripe_shift=True,
-        mlp_ratio=2.0, qkv_bias=True, qkv_proj_type='linear', anchor_proj_type='avgpool',
-        anchor_window_down_factor=4, local_connection=False, upsampler='pixelshuffle',
-    ),
-    "base": dict(
-        in_channels=3, embed_dim=180, depths=(4, 4, 8, 8, 8, 4, 4), num_heads_window=(3, 3, 3, 3, 3, 3, 3),
-        num_heads_stripe=(3, 3, 3, 3, 3, 3, 3), window_size=32, stripe_size=(64, 64), stripe_shift=True,
-        mlp_ratio=2.0, qkv_bias=True, qkv_proj_type='linear', anchor_proj_type='avgpool',
-        anchor_window_down_factor=2, local_connection=True, upsampler='pixelshuffle',
-    ),
-}
-
 
 # Parameter counts of our modules built with these configurations (checked in tests/archs/test_grl.py style).
 _GRL_PARAMS = {"tiny": {2: 885420, 3: 894075, 4: 906192}, "small": {2: 3340003, 3: 3524643, 4: 3487715},
@@ -221,10 +194,10 @@ _GRL_PARAMS = {"tiny": {2: 885420, 3: 894075, 4: 906192}, "small": {2: 3340003, 
 
 
 def _grl(variant: str, scale: int) -> ModelCard:
-    filename = f"sr_grl_{variant}_c3x{scale}.ckpt"
-    url = f"https://github.com/ofsoundof/GRL-Image-Restoration/releases/download/v1.0.0/{filename}"
-    return ModelCard(f"grl-{variant}-x{scale}", "GRL", scale, _GRL_VARIANTS.get(variant, {}),
-                     Checkpoint(filename, url, None, None), "MIT", True, _GRL_PARAMS[variant][scale],
+    arch, filename = facts.GRL, f"sr_grl_{variant}_c3x{scale}.ckpt"
+    return ModelCard(f"grl-{variant}-x{scale}", arch.name, scale, _as_card_data(arch.variants[variant]),
+                     Checkpoint(filename, arch.url_of(filename), None, None), arch.license, arch.redistributable,
+                     _GRL_PARAMS[variant][scale], family=f"grl-{variant}",
                      note="no sha256 published: unpinned, checked structurally by a strict load")
 
 
@@ -257,6 +230,8 @@ MEASURED_PSNR: Mapping[str, Mapping[str, float]] = {
 
 CARDS: tuple[ModelCard, ...] = tuple(_BSRN_CARDS + _A2N_CARDS + _EMT_CARDS + _PLAINUSR_CARDS + _GRL_CARDS)
 _BY_ID = {card.id: card for card in CARDS}
+_FAMILIES: Mapping[str, list[int]] = {card.family: sorted(c.scale for c in CARDS if c.family == card.family)
+                                      for card in CARDS}
 
 # Presets per scale, picked by the rule in presets.py from measured CPU speed
 # (benchmarks/results-bench-cpu-320x180.json) and Set14 PSNR-Y (benchmarks/results-quality.json):
@@ -275,37 +250,36 @@ def get_card(model_id: str) -> ModelCard:
     try:
         return _BY_ID[model_id.lower()]
     except KeyError:
-        stem, _, wanted = model_id.lower().rpartition("-x")
-        siblings = sorted(c.scale for c in CARDS if c.id.rsplit("-x", 1)[0] == stem)
-        if siblings:
-            raise ModelError(f"model '{stem}' has no x{wanted} checkpoint",
-                             hint=f"'{stem}' exists at x{', x'.join(map(str, siblings))}: "
-                                  + ", ".join(f"{stem}-x{s}" for s in siblings)) from None
-        close = difflib.get_close_matches(model_id.lower(), _BY_ID, n=3)
+        wanted = model_id.lower()
+        family = max((f for f in _FAMILIES if wanted.startswith(f"{f}-x")), key=len, default=None)
+        if family is not None:
+            siblings = _FAMILIES[family]
+            raise ModelError(f"model '{family}' has no x{wanted[len(family) + 2:]} checkpoint",
+                             hint=f"'{family}' exists at x{', x'.join(map(str, siblings))}: "
+                                  + ", ".join(f"{family}-x{s}" for s in siblings)) from None
+        close = difflib.get_close_matches(wanted, _BY_ID, n=3)
         hint = f"did you mean {', '.join(close)}? " if close else ""
         raise ModelError(f"unknown model '{model_id}'",
                          hint=f"{hint}valid models: {', '.join(_BY_ID)} (see `lightsr models`)") from None
 
 
 def scales_of_family(card: ModelCard) -> list[int]:
-    """Scales that exist for the same network as `card` (its id without the -xN suffix)."""
-    stem = card.id.rsplit("-x", 1)[0]
-    return sorted(c.scale for c in CARDS if c.id.rsplit("-x", 1)[0] == stem)
+    """Scales that exist for the same network as `card` (its family)."""
+    return sorted(c.scale for c in CARDS if c.family == card.family)
 
 
 def resolve_model(model_id: str | None, preset: str | None, scale: int | None) -> ModelCard:
-    """(--model | --preset, --scale) -> one card, with clear errors for what does not exist."""
+    """(model | preset, scale) -> one card, with clear errors for what does not exist."""
     if model_id and preset:
-        raise UsageError("--model and --preset cannot be used together", hint="pick one")
+        raise UsageError("{--model} and {--preset} cannot be used together", hint="pick one")
     if model_id:
         card = get_card(model_id)
         if scale is not None and scale != card.scale:
-            stem = card.id.rsplit("-x", 1)[0]
             scales = scales_of_family(card)
-            alternatives = ", ".join(f"{stem}-x{s}" for s in scales)
+            alternatives = ", ".join(f"{card.family}-x{s}" for s in scales)
             raise ModelError(f"model '{card.id}' upscales x{card.scale}, not x{scale}",
                              hint=f"this network exists at x{', x'.join(map(str, scales))} ({alternatives});"
-                                  f" use --outscale {scale} to resize a x{card.scale} result")
+                                  f" use {{--outscale {scale}}} to resize a x{card.scale} result")
         return card
     scale = scale or DEFAULT_SCALE
     if scale not in PRESET_MODELS:

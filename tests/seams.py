@@ -16,7 +16,7 @@ def boundary_line_groups(spans: list[Span], scale: int) -> dict[str, list[int]]:
     """Gradient positions (output pixels) where tiles meet: their cut edges and their fade centres."""
     length = spans[-1].stop
     groups: dict[str, set[int]] = {"cut edges": set(), "fade centres": set()}
-    for left, right in zip(spans, spans[1:]):
+    for left, right in zip(spans, spans[1:], strict=False):
         groups["cut edges"].update({right.start * scale - 1, left.stop * scale - 1})
         groups["fade centres"].add((right.start + left.stop) * scale // 2 - 1)
     last = length * scale - 1

@@ -15,12 +15,12 @@ import torch
 
 from lightsr_cli.engine import Engine, EnginePool, parse_devices
 from lightsr_cli.errors import DeviceError, UsageError
-from lightsr_cli.pipeline.jobs import Job, MediaKind
 from lightsr_cli.media import images, video
 from lightsr_cli.pipeline.images import OutputSettings
+from lightsr_cli.pipeline.jobs import Job, MediaKind
 from lightsr_cli.pipeline.run import run_jobs
-from lightsr_cli.progress import NullReporter
 from lightsr_cli.pipeline.video import VideoSettings, run_video_job
+from lightsr_cli.progress import NullReporter
 from tests.test_engine import LocalNet, _spec
 from tests.test_video_pipeline import decode_all, make_clip
 

@@ -29,6 +29,7 @@ from lightsr_cli.cli import app
 from lightsr_cli.engine import Engine, EnginePool
 from lightsr_cli.errors import LightsrError, LimitError, OutputError, TargetBusyError, UsageError, VideoEncodeError
 from lightsr_cli.media import headers, images, video
+from lightsr_cli.media.video.writer import encode_error
 from lightsr_cli.pipeline import run as run_module
 from lightsr_cli.pipeline.images import OutputSettings
 from lightsr_cli.pipeline.jobs import Job, MediaKind, NamingRule, plan_jobs
@@ -531,10 +532,10 @@ def test_encode_failures_name_the_real_cause(tmp_path):
         for _ in range(30):
             writer.write(frame)
     assert "codec options" in caught.value.for_cli()[1]
-    full = video._encode_error("encoding failed", "av_interleaved_write_frame(): No space left on device",
+    full = encode_error("encoding failed", "av_interleaved_write_frame(): No space left on device",
                                tmp_path / "o.mkv")
     assert "the disk is full" in full.hint and "codec" not in full.hint
-    gone = video._encode_error("encoding failed", "Error writing trailer", tmp_path / "deleted" / "o.mkv")
+    gone = encode_error("encoding failed", "Error writing trailer", tmp_path / "deleted" / "o.mkv")
     assert "was removed or renamed" in gone.hint and "codec" not in gone.hint
 
 

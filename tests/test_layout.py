@@ -1,6 +1,6 @@
 """The code map holds: one job per module, layers that only import downward, no private imports.
 
-Layers (DESIGN.md): cli -> pipeline -> {media, engine, weights, checkpoints, registry} -> archs,
+Layers (DESIGN.md): cli -> pipeline -> {media, engine, checkpoints -> weights -> registry} -> archs,
 with the small base modules (errors, settings, fs, progress, tiling, presets, metrics) under all.
 Imports inside functions count too: a lazy import is still a dependency.
 """
@@ -21,7 +21,7 @@ ALLOWED = {
     "base": {"base"},
     "archs": {"base", "archs"},
     "registry": {"base", "archs", "registry"},
-    "checkpoints": {"base", "archs", "registry", "checkpoints"},
+    "checkpoints": {"base", "archs", "registry", "weights", "checkpoints"},  # hashes a file to find its card
     "weights": {"base", "registry", "weights"},
     "media": {"base", "media"},
     "engine": {"base", "archs", "engine"},
@@ -155,3 +155,13 @@ def test_the_checker_sees_each_kind_of_violation():
     assert any("private name fs._keep_mode_of" in p for p in problems)
     clean = "from ..errors import InputError\nfrom .. import fs\nfs.write_bytes\n"
     assert _problems(clean, "lightsr_cli.media.images", "lightsr_cli.media") == []
+
+
+def test_every_package_folder_is_installed():
+    """pyproject lists packages explicitly (the embedded weights/ folder is mapped into the package):
+    a new package folder missing from the list would be left out of every install."""
+    tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python 3.11+")
+    config = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    listed = set(config["tool"]["setuptools"]["packages"])
+    on_disk = {_dotted(init) for init in PACKAGE.rglob("__init__.py")}
+    assert on_disk | {"lightsr_cli._weights"} == listed

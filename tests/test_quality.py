@@ -1,9 +1,12 @@
 """Faithfulness on real data: benchmark PSNR/SSIM against the official code, and tiling without seams.
 
 Scores come from ../shared/reference/official_scores.json (the official code with the official
-weights). Cheap networks are scored on all of Set5 and Set14 (means within 0.01 dB, the acceptance
-bound); expensive ones on their smallest images, compared image by image, which is a stricter test
-per image and keeps CI within its time budget. LIGHTSR_FULL_EVAL=1 scores everything in full.
+weights, rounded to 4 decimals). What the README claims, "within 0.0001 dB": our score rounded to
+4 decimals is within 0.0001 of the official one (PSNR-Y; SSIM-Y likewise within 0.0001).
+
+In CI: every scored model on all of Set5 (mean PSNR-Y and SSIM-Y); on Set14, cheap networks on
+all images (means) and expensive ones on their 2 smallest images, compared image by image.
+LIGHTSR_FULL_EVAL=1 scores every model on all of Set14 too.
 """
 
 from __future__ import annotations
@@ -16,20 +19,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lightsr_cli.pipeline import evaluation, loading, pixels
 from lightsr_cli.media.images import read_image
 from lightsr_cli.metrics import crop_to_match, psnr_y
+from lightsr_cli.pipeline import evaluation, loading, pixels
 from lightsr_cli.registry import CARDS, get_card
 from tests.seams import SeamMeter
 
 FULL = os.environ.get("LIGHTSR_FULL_EVAL") == "1"
 # Seconds per 128x128 forward on the reference CPU (official_scores.json) above which only the
-# smallest images are scored in a normal run; the default model is always scored in full.
+# smallest Set14 images are scored in a normal run; the default model is always scored in full.
 EXPENSIVE_SECONDS = 0.25
 ALWAYS_FULL = {"bsrn-x4"}
 SUBSET_IMAGES = 2
 
 SCORED = [card.id for card in CARDS if card.reference_psnr]
+# The README's bound: scores printed to 4 decimals agree to the last digit (+-1).
+DECIMALS_BOUND = 0.0001 + 1e-9
+
+
+def _agrees(measured: float, official: float) -> bool:
+    return abs(round(measured, 4) - official) <= DECIMALS_BOUND
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +70,14 @@ def test_benchmark_scores_match_the_official_code(model_id, reference, shared_di
     card = get_card(model_id)
     entry = _reference_entry(reference, card)
     engine = _engine(model_id)
-    expensive = entry["cpu_time_128x128"]["model_seconds_median_of_3"] > EXPENSIVE_SECONDS and model_id not in ALWAYS_FULL
+    seconds = entry["cpu_time_128x128"]["model_seconds_median_of_3"]
+    expensive = seconds > EXPENSIVE_SECONDS and model_id not in ALWAYS_FULL
     for dataset in ("Set5", "Set14"):
         official = entry["benchmarks"][dataset]
-        if FULL or not expensive:
+        if FULL or dataset == "Set5" or not expensive:
             score = evaluation.evaluate(engine, shared_dir / "data" / "benchmarks" / dataset)
-            assert abs(score.psnr_y - official["psnr_y"]) <= 0.01, (dataset, score.psnr_y, official["psnr_y"])
-            assert abs(score.ssim_y - official["ssim_y"]) <= 0.001, (dataset, score.ssim_y, official["ssim_y"])
+            assert _agrees(score.psnr_y, official["psnr_y"]), (dataset, score.psnr_y, official["psnr_y"])
+            assert _agrees(score.ssim_y, official["ssim_y"]), (dataset, score.ssim_y, official["ssim_y"])
             continue
         root = shared_dir / "data" / "benchmarks" / dataset / f"x{card.scale}"
         for lr_path in _smallest(root / "LR", SUBSET_IMAGES):
@@ -75,7 +85,8 @@ def test_benchmark_scores_match_the_official_code(model_id, reference, shared_di
             sr = pixels.upscale_pixels(engine, lr)
             hr = crop_to_match(evaluation.as_rgb(read_image(root / "HR" / lr_path.name)), sr)
             measured = psnr_y(sr, hr, card.scale)
-            assert abs(measured - official["per_image_psnr_y"][lr_path.name]) <= 0.01, (dataset, lr_path.name)
+            expected = official["per_image_psnr_y"][lr_path.name]
+            assert _agrees(measured, expected), (dataset, lr_path.name, measured, expected)
 
 
 # One checkpoint per architecture, at x4 where it exists: tiled (64 px) versus whole-image inference.
@@ -136,4 +147,4 @@ def test_upscale_command_output_files_score_like_the_official_code(tmp_path, sha
         sr = evaluation.as_rgb(read_image(tmp_path / hr_path.name))
         scores.append(psnr_y(sr, crop_to_match(evaluation.as_rgb(read_image(hr_path)), sr), 4))
     official = _reference_entry(reference, get_card("bsrn-x4"))["benchmarks"]["Set5"]["psnr_y"]
-    assert abs(np.mean(scores) - official) <= 0.01
+    assert _agrees(float(np.mean(scores)), official), (np.mean(scores), official)

@@ -16,7 +16,7 @@ def test_spans_cover_axis_with_equal_lengths_and_enough_overlap(length, patch, c
     if len(spans) > 1:
         lengths = {s.length for s in spans}
         assert len(lengths) == 1 and lengths.pop() <= patch
-        for left, right in zip(spans, spans[1:]):
+        for left, right in zip(spans, spans[1:], strict=False):
             assert left.stop - right.start >= min(2 * context, patch - 1)
             assert right.start > left.start
     else:
@@ -74,7 +74,7 @@ def test_aligned_spans_start_on_the_grid_and_cover_with_overlap(length, patch, c
     assert all(span.start % align == 0 for span in spans)
     lengths = {span.length for span in spans[:-1]}
     assert len(lengths) <= 1 and spans[-1].length <= patch and all(n <= patch and n % align == 0 for n in lengths)
-    for left, right in zip(spans, spans[1:]):
+    for left, right in zip(spans, spans[1:], strict=False):
         assert left.stop - right.start >= min(2 * context, patch - 1)
     total = np.zeros(length * 2)
     for index, span in enumerate(spans):

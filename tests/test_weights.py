@@ -1,12 +1,9 @@
-"""lightsr_cli.weights: resolution order, downloads under faults, the cache, safe loading, detection."""
+"""lightsr_cli.weights: resolution order, downloads under faults, the cache, embedded files, the lock."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import pickle
-import re
 import subprocess
 import sys
 import threading
@@ -18,15 +15,21 @@ import pytest
 import torch
 
 from lightsr_cli import weights
-from lightsr_cli.archs import ARCH_MODULES, get_spec
-from lightsr_cli.errors import ModelError, WeightsError
+from lightsr_cli.checkpoints import detect_checkpoint, load_state_dict
+from lightsr_cli.errors import WeightsError
 from lightsr_cli.registry import CARDS, ModelCard, get_card
 from lightsr_cli.settings import Settings, read_settings
-from lightsr_cli.weights import (DownloadPolicy, cached_status, card_for_file, convert_to_safetensors,
-                                 detect_checkpoint, download_file, ensure_weights, file_digest, load_state_dict,
-                                 remove_cached, verify_cached)
+from lightsr_cli.weights import (
+    DownloadPolicy,
+    cached_status,
+    download_file,
+    ensure_weights,
+    file_digest,
+    remove_cached,
+    verify_cached,
+)
 
-from .conftest import REPO_ROOT, SHARED_DIR
+from .conftest import REPO_ROOT
 from .weights_server import Fault, WeightsServer
 
 FAST = DownloadPolicy(attempts=3, timeout=0.3, backoff=0.01, max_backoff=0.02, retry_budget=5, lock_timeout=10)
@@ -336,10 +339,9 @@ def test_two_processes_one_download(server, cache_dir):
 def test_lock_held_too_long_is_a_clear_error(cache_dir):
     card = get_card(CARD_ID)
     target = weights.cache_path(card, settings_for(cache_dir))
-    with weights.file_lock(target):
-        with pytest.raises(WeightsError) as caught:
-            ensure_weights(card, settings=settings_for(cache_dir, mirror=str(cache_dir)),
-                           policy=replace(FAST, lock_timeout=0.2))
+    with weights.file_lock(target), pytest.raises(WeightsError) as caught:
+        ensure_weights(card, settings=settings_for(cache_dir, mirror=str(cache_dir)),
+                       policy=replace(FAST, lock_timeout=0.2))
     assert "another lightsr process" in caught.value.message
 
 
@@ -348,7 +350,7 @@ def test_lock_held_too_long_is_a_clear_error(cache_dir):
 def test_warm_start_does_not_rehash(server, cache_dir, monkeypatch):
     card = served(server)
     ensure_weights(card, settings=settings_for(cache_dir), policy=FAST)
-    monkeypatch.setattr(weights, "file_digest", lambda *a, **k: pytest.fail("rehashed a verified file"))
+    monkeypatch.setattr(weights.store, "file_digest", lambda *a, **k: pytest.fail("rehashed a verified file"))
     assert ensure_weights(card, settings=settings_for(cache_dir), policy=FAST).source == "cache"
     assert cached_status(card, settings_for(cache_dir)) == "cached"
 
@@ -419,7 +421,7 @@ def test_offline_with_a_folder_mirror_works(official_weights, cache_dir, monkeyp
 # -- hashes other than sha256 -----------------------------------------------------------------------
 
 def git_blob_id(data: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
 
 
 @pytest.mark.parametrize("size_known", [True, False])
@@ -442,7 +444,7 @@ def test_git_blob_id_without_a_known_size_is_computed_from_the_file(tmp_path):
     data = b"weights" * 1000
     path = tmp_path / "blob.bin"
     path.write_bytes(data)
-    hasher = weights._Hasher(None, git_blob=True)  # a response without Content-Length
+    hasher = weights.StreamHasher(None, git_blob=True)  # a response without Content-Length
     hasher.update(data)
     assert hasher.finish(rehash_from=path).git_blob_sha1 == git_blob_id(data)
 
@@ -473,19 +475,17 @@ def test_embedded_bsrn_x4_resolves_offline_and_loads(monkeypatch, no_network):
     state_dict = load_state_dict(resolved)
     assert len(state_dict) == 346
     assert cached_status(card) == "embedded"
-    pytest.importorskip(ARCH_MODULES["BSRN"])
     assert detect_checkpoint(state_dict) == ("BSRN", {"scale": 4, **card.hyperparameters})
 
 
 @pytest.mark.parametrize("card", [c for c in CARDS if c.redistributable and c.arch == "BSRN"], ids=lambda c: c.id)
 def test_every_embedded_file_matches_its_official_checkpoint(card, official_weights):
     shipped = weights.embedded_path(card)
-    assert shipped is not None and weights._embedded_problem(shipped, card) is None
+    assert shipped is not None and weights.embedded_problem(shipped, card) is None
     official = load_state_dict(official_weights / card.mirror_path)
     embedded = load_state_dict(shipped)
     assert official.keys() == embedded.keys()
     assert all(torch.equal(official[k], embedded[k]) for k in official)
-    pytest.importorskip(ARCH_MODULES["BSRN"])
     from lightsr_cli.archs import build_network
 
     build_network(card.arch, card.scale, card.hyperparameters, embedded)  # strict load
@@ -500,216 +500,14 @@ def test_no_unlicensed_model_is_embedded():
 
 def test_damaged_embedded_file_is_skipped(server, cache_dir, tmp_path, monkeypatch):
     (tmp_path / "bsrn-x4.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
-    monkeypatch.setattr(weights, "embedded_dir", lambda: tmp_path)
+    monkeypatch.setattr(weights.store, "embedded_dir", lambda: tmp_path)
     reporter = RecordingReporter()
     resolved = ensure_weights(served(server, "bsrn-x4"), reporter, settings_for(cache_dir), policy=FAST)
     assert resolved.source == "download"
     assert any("shipped with lightsr" in note for note in reporter.notes)
 
 
-# -- safe loading -----------------------------------------------------------------------------------
-
-class _Marker:
-    """Unpickling this would create a file: the proof that pickled code ran."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (str(self.path), "w"))
-
-
-@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
-def test_malicious_pickle_is_refused(tmp_path, zip_format):
-    marker = tmp_path / "pwned"
-    checkpoint = tmp_path / "evil.pth"
-    torch.save({"params": {"w": torch.zeros(2)}, "payload": _Marker(marker)}, checkpoint,
-               _use_new_zipfile_serialization=zip_format)
-    with pytest.raises(WeightsError) as caught:
-        load_state_dict(checkpoint)
-    assert re.search(r"contains pickled Python code \(it calls (builtins|io)\.open\), which lightsr refuses to run",
-                     caught.value.message)
-    assert "weights_only=False" in caught.value.hint and "safetensors" in caught.value.hint
-    assert not marker.exists()
-
-
-@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
-def test_plain_pickle_is_not_a_checkpoint(tmp_path):
-    path = tmp_path / "plain.pkl"
-    path.write_bytes(pickle.dumps({"w": [1.0, 2.0]}, protocol=4))
-    with pytest.raises(WeightsError, match=r"plain.pkl is not a readable checkpoint \(Unsupported operand"):
-        load_state_dict(path)
-
-
-@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", "truncated-zip", "truncated-safetensors"])
-def test_damaged_files_are_clear_errors(tmp_path, official_weights, content):
-    source = (official_weights / "BSRN" / "net_g_BSRN_x4.pth").read_bytes()
-    name = "x.safetensors" if content == "truncated-safetensors" else "x.pth"
-    if content == "truncated-zip":
-        content = source[: len(source) // 2]
-    elif content == "truncated-safetensors":
-        content = (REPO_ROOT / "weights" / "bsrn-x4.safetensors").read_bytes()[:-100]
-    path = tmp_path / name
-    path.write_bytes(content)
-    with pytest.raises(WeightsError) as caught:
-        load_state_dict(path)
-    assert caught.value.message.startswith(f"{name} is not a readable checkpoint (")
-    assert "download or copy it again" in caught.value.hint
-
-
-def test_missing_file_and_non_state_dicts(tmp_path):
-    with pytest.raises(WeightsError, match="does not exist"):
-        load_state_dict(tmp_path / "absent.pth")
-    torch.save([torch.zeros(1)], tmp_path / "list.pth")
-    with pytest.raises(WeightsError, match="holds a list, not a state dict"):
-        load_state_dict(tmp_path / "list.pth")
-    torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "meta.pth")
-    with pytest.raises(WeightsError, match=r"contains no tensors \(top-level keys: epoch, lr\)"):
-        load_state_dict(tmp_path / "meta.pth")
-
-
-def _containers(state_dict: dict) -> dict:
-    """The same weights the ways training code saves them."""
-    decoy = {k: torch.zeros_like(v) for k, v in state_dict.items()}
-    return {
-        "plain": state_dict,
-        "params": {"params": state_dict},
-        "params_ema preferred": {"params": decoy, "params_ema": state_dict},
-        "lightning": {"epoch": 7, "state_dict": {f"model.{k}": v for k, v in state_dict.items()}},
-        "dataparallel": {f"module.{k}": v for k, v in state_dict.items()},
-        "model": {"model": state_dict, "optimizer": {"lr": 1.0}},
-        "net": {"net": {f"module.{k}": v for k, v in state_dict.items()}},
-        "generator": {"generator": state_dict, "discriminator": decoy},
-    }
-
-
-def test_load_state_dict_unwraps_containers(tmp_path):
-    reference = {"head.weight": torch.randn(4, 3, 3, 3), "head.bias": torch.randn(4), "tail.0.weight": torch.randn(12, 4)}
-    for label, container in _containers(reference).items():
-        path = tmp_path / f"{label}.pth"
-        torch.save(container, path)
-        loaded = load_state_dict(path)
-        assert loaded.keys() == reference.keys(), label
-        assert all(torch.equal(loaded[k], reference[k]) for k in reference), label
-    from safetensors.torch import save_file
-
-    save_file({f"module.{k}": v.contiguous() for k, v in reference.items()}, tmp_path / "s.safetensors")
-    assert load_state_dict(tmp_path / "s.safetensors").keys() == reference.keys()
-
-
-# -- architecture detection -------------------------------------------------------------------------
-
-OFFICIAL_FILES = sorted(p.relative_to(SHARED_DIR / "weights" / "official")
-                        for p in (SHARED_DIR / "weights" / "official").glob("*/*")) if SHARED_DIR else []
-CARD_BY_FILE = {card.mirror_path: card for card in CARDS}
-
-
-def _assert_matches_card(arch: str, detected: dict, card: ModelCard) -> None:
-    """Same family and scale, and the detected hyperparameters build the card's network, tensor for tensor
-    (values that leave no trace in the weights, like PlainUSR-ultra's unused attn_feat, may differ)."""
-    assert arch == card.arch
-    assert detected["scale"] in (card.scale, None)  # None: A2N x2 and x3 are identical in shape
-    spec = get_spec(arch)
-    hyperparameters = {k: v for k, v in detected.items() if k != "scale"}
-    # built on the CPU (these networks are small): the meta device would pull in torch._refs, seconds of imports
-    from_card = spec.build(scale=card.scale, **dict(card.hyperparameters)).state_dict()
-    from_detection = spec.build(scale=card.scale, **hyperparameters).state_dict()
-    assert {k: v.shape for k, v in from_card.items()} == {k: v.shape for k, v in from_detection.items()}
-
-
-@pytest.mark.parametrize("relative", OFFICIAL_FILES, ids=str)
-def test_detect_every_official_file(relative, official_weights):
-    card = CARD_BY_FILE[relative.as_posix()]
-    pytest.importorskip(ARCH_MODULES[card.arch])
-    arch, detected = detect_checkpoint(load_state_dict(official_weights / relative))
-    _assert_matches_card(arch, detected, card)
-
-
-@pytest.mark.parametrize("arch_dir", ["BSRN", "A2N", "EMT", "PlainUSR"])
-def test_detect_through_other_containers(arch_dir, official_weights, tmp_path):
-    pytest.importorskip(ARCH_MODULES[arch_dir])
-    relative = next(f for f in OFFICIAL_FILES if f.parts[0] == arch_dir)
-    card = CARD_BY_FILE[relative.as_posix()]
-    reference = load_state_dict(official_weights / relative)
-    expected = detect_checkpoint(reference)
-    _assert_matches_card(*expected, card)
-    containers = _containers(reference)
-    for label in ("lightning", "params_ema preferred", "dataparallel"):
-        assert detect_checkpoint(containers[label]) == expected, label  # in memory, as load_state_dict returns
-        path = tmp_path / f"{label}.pth"
-        torch.save(containers[label], path)
-        assert detect_checkpoint(load_state_dict(path)) == expected, label
-    path = tmp_path / "weights.safetensors"
-    convert_to_safetensors(official_weights / relative, path, card=card)
-    assert detect_checkpoint(load_state_dict(path)) == expected
-
-
-def test_detect_grl_in_a_lightning_checkpoint(tmp_path):
-    grl = pytest.importorskip(ARCH_MODULES["GRL"])
-    network = grl.SPEC.build(scale=4, **grl.VARIANTS["tiny"])
-    state_dict = {f"model.{k}": v for k, v in network.state_dict().items()}
-    state_dict["best_val_metric"] = torch.tensor(30.0)  # Lightning keeps metric buffers beside the network
-    path = tmp_path / "sr_grl_tiny_c3x4.ckpt"
-    torch.save({"epoch": 3, "global_step": 10, "state_dict": state_dict, "hyper_parameters": {"lr": 2e-4}}, path)
-    arch, detected = detect_checkpoint(load_state_dict(path))
-    assert (arch, detected["scale"], detected["embed_dim"]) == ("GRL", 4, 64)
-
-
-def test_unknown_state_dict_lists_what_is_expected():
-    with pytest.raises(ModelError) as caught:
-        detect_checkpoint({"encoder.weight": torch.randn(8, 3, 3, 3), "decoder.bias": torch.randn(3)})
-    assert caught.value.message == ("no architecture lightsr knows matches this checkpoint "
-                                    "(2 tensors: encoder.weight, decoder.bias)")
-    for family in ("BSRN (fea_conv", "A2N (", "EMT (", "PlainUSR (", "GRL ("):
-        assert family in caught.value.hint
-
-
-def test_card_for_file(official_weights, monkeypatch):
-    pytest.importorskip(ARCH_MODULES["EMT"])
-    path = official_weights / "EMT" / "EMT_LSR_x3.pth"
-    card = card_for_file(path)
-    assert (card.id, card.arch, card.scale) == ("custom:EMT_LSR_x3.pth", "EMT", 3)
-    assert card.checkpoint.url == "" and card.checkpoint.sha256 == get_card("emt-x3").checkpoint.sha256
-    assert card.note == "the same file as emt-x3"
-    resolved = ensure_weights(card)
-    assert (resolved.source, resolved.path) == ("file", path.resolve())
-    with pytest.raises(ModelError, match="is a x3 EMT checkpoint, not x4"):
-        card_for_file(path, scale=4)
-
-
-def test_card_for_file_with_undecidable_scale(official_weights, tmp_path):
-    pytest.importorskip(ARCH_MODULES["A2N"])
-    known = card_for_file(official_weights / "A2N" / "aan_x3.pt")
-    assert known.scale == 3  # the registry knows this exact file
-    from safetensors.torch import save_file
-
-    copy = tmp_path / "my_a2n.safetensors"
-    save_file(load_state_dict(official_weights / "A2N" / "aan_x3.pt"), copy)  # same weights, other bytes
-    with pytest.raises(ModelError) as caught:
-        card_for_file(copy)
-    assert "--scale 2 or --scale 3" in caught.value.hint
-    assert card_for_file(copy, scale=2).scale == 2
-
-
-# -- conversion and import hygiene ------------------------------------------------------------------
-
-def test_convert_to_safetensors_is_safe_and_reproducible(official_weights, tmp_path):
-    source = official_weights / "BSRN" / "net_g_BSRN_x2.pth"
-    card = get_card("bsrn-x2")
-    first, second = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
-    written = convert_to_safetensors(source, first, {"license": "MIT"}, card=card)
-    convert_to_safetensors(source, second, {"license": "MIT"}, card=card)
-    assert first.read_bytes() == second.read_bytes()
-    assert written["arch"] == "BSRN" and written["scale"] == "2" and written["license"] == "MIT"
-    assert json.loads(written["hyperparameters"]) == dict(card.hyperparameters)
-    from safetensors import safe_open
-
-    with safe_open(str(first), "pt") as handle:
-        assert handle.metadata() == written
-    original, converted = load_state_dict(source), load_state_dict(first)
-    assert all(torch.equal(original[k], converted[k]) for k in original)
-    assert leftovers(tmp_path) == []
-
+# -- import hygiene -------------------------------------------------------------------------------
 
 def test_import_is_light():
     code = ("import sys, lightsr_cli.weights; "

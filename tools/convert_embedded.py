@@ -19,8 +19,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from lightsr_cli.checkpoints import convert_to_safetensors, load_state_dict  # noqa: E402
 from lightsr_cli.registry import ModelCard, get_card  # noqa: E402
-from lightsr_cli.weights import convert_to_safetensors, file_digest, load_state_dict  # noqa: E402
+from lightsr_cli.weights import file_digest  # noqa: E402
 
 EMBEDDED_IDS = ("bsrn-x2", "bsrn-x3", "bsrn-x4", "bsrn-s-x4")
 DEFAULT_SOURCE = REPO_ROOT.parent / "shared" / "weights" / "official"

@@ -42,7 +42,6 @@ fixtures).
 
 from __future__ import annotations
 
-import re
 from typing import Any, Callable
 
 import torch
@@ -50,7 +49,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError
-from .spec import ArchSpec, StateDict, strip_module_prefix
+from . import facts
+from .detection import block_indices, is_numbered_from
+from .spec import ArchSpec, StateDict, keep_as_is
 
 __all__ = ["A2N", "SPEC", "build", "detect", "forward_chop", "prepare_state_dict"]
 
@@ -213,11 +214,10 @@ def build(scale: int | None = None, nf: int = 40, unf: int = 24, nb: int = 16) -
     return A2N(scale=scale, nf=nf, unf=unf, nb=nb).eval()
 
 
-# Official files are plain state dicts: the default preparation (strip "module.") fits.
-prepare_state_dict = strip_module_prefix
+# Official files are plain state dicts: nothing to prepare once lightsr_cli.checkpoints unwrapped them.
+prepare_state_dict = keep_as_is
 
 
-_BLOCK_KEY = re.compile(r"^AAB_trunk\.(\d+)\.conv_first\.weight$")
 _BLOCK_PARTS = {
     "conv_first.weight": 4,
     "ADM.0.weight": 2,
@@ -259,9 +259,9 @@ def detect(state_dict: StateDict) -> dict[str, Any] | None:
     if tuple(last.shape) != (3, unf, 3, 3):
         return None
 
-    block_ids = sorted(int(m.group(1)) for k in state_dict if (m := _BLOCK_KEY.match(k)))
+    block_ids = block_indices(state_dict, "AAB_trunk.")
     nb = len(block_ids)
-    if nb == 0 or block_ids != list(range(nb)):
+    if not is_numbered_from(block_ids):
         return None
     for i in range(nb):
         for part, ndim in _BLOCK_PARTS.items():
@@ -328,7 +328,7 @@ SPEC = ArchSpec(
     bf16_safe=True,
     prepare_state_dict=prepare_state_dict,
     detect=detect,
-    paper="Attention in Attention Network for Image Super-Resolution (arXiv 2021)",
+    paper=facts.A2N.paper,
     # Each attention-dropout module averages over its whole input, so every tile picks its own
     # branch weights: 64 px tiles cost 0.06 dB on Set14 x3, 128 px tiles cost nothing measurable.
     min_tile=128,

@@ -33,15 +33,15 @@ upstream's to float rounding, and everything else in the network stays in the ca
 
 from __future__ import annotations
 
-import math
-import re
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .spec import ArchSpec, StateDict, strip_module_prefix
+from . import facts
+from .detection import block_indices, is_numbered_from, matches_network, pixel_shuffle_scale
+from .spec import ArchSpec, StateDict
 
 VARIANTS = ("bsrn", "bsrn-s")
 
@@ -274,13 +274,6 @@ def build(scale: int, **hyperparameters: Any) -> BSRN:
     return BSRN(scale=scale, **hyperparameters).eval()
 
 
-# Official files are plain state dicts: the default preparation (strip "module.") fits.
-prepare_state_dict = strip_module_prefix
-
-
-_BLOCK_KEY = re.compile(r"^B(\d+)\.")
-
-
 def detect(state_dict: StateDict) -> dict[str, Any] | None:
     """Recognise a BSRN / BSRN-S state dict from keys and shapes alone.
 
@@ -302,21 +295,18 @@ def detect(state_dict: StateDict) -> dict[str, Any] | None:
     else:
         return None
     num_feat = int(head.shape[0])
-    if int(head.shape[1]) != 12 or up.ndim != 4 or int(up.shape[0]) % 3:  # RGB in, RGB out
+    if int(head.shape[1]) != 12 or up.ndim != 4:  # RGB in, RGB out
         return None
-    scale = math.isqrt(int(up.shape[0]) // 3)
-    if scale < 1 or 3 * scale * scale != int(up.shape[0]):
+    scale = pixel_shuffle_scale(int(up.shape[0]))
+    if scale is None:
         return None
-    blocks = {int(m.group(1)) for k in state_dict if (m := _BLOCK_KEY.match(k))}
+    blocks = block_indices(state_dict, "B")
     num_block = len(blocks)
-    if num_block == 0 or blocks != set(range(1, num_block + 1)) or num_feat < 4:
+    if not is_numbered_from(blocks, 1) or num_feat < 4:
         return None
 
     hyper = {"variant": variant, "num_feat": num_feat, "num_block": num_block}
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in BSRN(scale=scale, **hyper).state_dict().items()}
-    actual = {k: tuple(v.shape) for k, v in state_dict.items()}
-    if actual != expected:
+    if not matches_network(state_dict, lambda: BSRN(scale=scale, **hyper)):
         return None
     return {"scale": scale, **hyper}
 
@@ -341,9 +331,8 @@ SPEC = ArchSpec(
     # it does not grow with image size. Measured on CPU vs fp32: fp16 ~70 dB, bf16 ~52 dB PSNR.
     fp16_safe=True,
     bf16_safe=True,
-    prepare_state_dict=prepare_state_dict,
     detect=detect,
-    paper="Blueprint Separable Residual Network for Efficient Image Super-Resolution (CVPRW 2022)",
+    paper=facts.BSRN.paper,
     # Peak RSS growth of one fp32 CPU forward, per LR pixel: BSRN x4 ~9.2 KB (the concatenated
     # trunk of 8 x 64 channels dominates), BSRN-S ~4.5-5 KB; this leaves ~30% headroom.
     activation_bytes_per_pixel=12288,

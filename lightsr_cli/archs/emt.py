@@ -44,6 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import facts
+from .detection import block_indices, is_numbered_from, pixel_shuffle_scale
 from .spec import ArchSpec, StateDict
 
 # RGB mean of DF2K (images 1-3450), as used by the official MeanShift(data_type="DF2K").
@@ -204,7 +206,7 @@ class _WindowAttentionLayer(nn.Module):
         qv = self.attn(x)
         groups = torch.chunk(qv, len(self.windows), dim=1)
         mixed = [
-            _attend_in_windows(g, self.num_heads, win, sh) for g, win, sh in zip(groups, self.windows, self.shifts)
+            _attend_in_windows(g, self.num_heads, win, sh) for g, win, sh in zip(groups, self.windows, self.shifts, strict=False)
         ]
         return self.proj(torch.cat(mixed, dim=1))
 
@@ -246,7 +248,7 @@ class _MixedBlock(nn.Module):
         self.mlp_list = nn.ModuleList(_ShiftMlp(dim, dim * mlp_ratio) for _ in range(n_layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for mixer, mlp in zip(self.sa_list, self.mlp_list):
+        for mixer, mlp in zip(self.sa_list, self.mlp_list, strict=False):
             x = x + mixer(x)
             x = x + mlp(x)
         return x
@@ -327,30 +329,6 @@ def build(scale: int, **hyperparameters: Any) -> EMT:
     return EMT(scale=scale, **hyperparameters)
 
 
-def prepare_state_dict(state_dict: StateDict) -> dict[str, torch.Tensor]:
-    """Strip a DataParallel ``module.`` prefix; also unwrap a BasicSR ``{"params": ...}`` container."""
-    for wrapper in ("params_ema", "params"):
-        inner = state_dict.get(wrapper) if hasattr(state_dict, "get") else None
-        if isinstance(inner, dict):
-            state_dict = inner
-            break
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
-        out[key[len("module.") :] if key.startswith("module.") else key] = value
-    return out
-
-
-def _indices(keys: Sequence[str], prefix: str) -> set[int]:
-    """The integer path components right after ``prefix`` ("body." -> {0, 1, ...})."""
-    found = set()
-    for key in keys:
-        if key.startswith(prefix):
-            head = key[len(prefix) :].split(".", 1)[0]
-            if head.isdigit():
-                found.add(int(head))
-    return found
-
-
 def detect(state_dict: StateDict) -> dict[str, Any] | None:
     """Recognise an EMT (lsr) state dict and read its hyperparameters from key names and shapes.
 
@@ -375,16 +353,15 @@ def detect(state_dict: StateDict) -> dict[str, Any] | None:
     if any(k.startswith("tail.") and not k.startswith("tail.0.") for k in keys):
         return None  # a classical ("csr") multi-stage tail: not the lsr variant
     dim = int(head.shape[0])
-    out_ch = int(tail.shape[0])
-    scale = int(round(math.sqrt(out_ch / 3)))
-    if scale < 1 or 3 * scale * scale != out_ch or int(tail.shape[1]) != dim:
+    scale = pixel_shuffle_scale(int(tail.shape[0]))
+    if scale is None or int(tail.shape[1]) != dim:
         return None
 
-    blocks = _indices(keys, "body.")
-    layers = _indices(keys, "body.0.sa_list.")
-    if not blocks or not layers or blocks != set(range(len(blocks))) or layers != set(range(len(layers))):
+    blocks = block_indices(keys, "body.")
+    layers = block_indices(keys, "body.0.sa_list.")
+    if not is_numbered_from(blocks) or not is_numbered_from(layers):
         return None
-    attn_layers = [i for i in sorted(layers) if f"body.0.sa_list.{i}.attn.0.weight" in state_dict]
+    attn_layers = [i for i in layers if f"body.0.sa_list.{i}.attn.0.weight" in state_dict]
     n_gtls = len(attn_layers)
     if attn_layers != list(range(n_gtls)):
         return None
@@ -438,9 +415,8 @@ SPEC = ArchSpec(
     tile_multiple=32,
     fp16_safe=True,
     bf16_safe=False,
-    prepare_state_dict=prepare_state_dict,
     detect=detect,
-    paper="Efficient Mixed Transformer for Single Image Super-Resolution (arXiv 2023)",
+    paper=facts.EMT.paper,
     activation_bytes_per_pixel=20480,
     # Its token mixers reinterpret memory layouts: channels_last weights give wrong outputs.
     channels_last=False,

@@ -45,14 +45,15 @@ there.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .spec import ArchSpec, StateDict, strip_module_prefix
+from . import facts
+from .detection import matches_network, pixel_shuffle_scale, shape_of
+from .spec import ArchSpec, StateDict
 
 LEAKY_SLOPE = 0.05
 POOL_KERNEL = 7
@@ -263,15 +264,6 @@ def build(
     ).eval()
 
 
-# Official files are plain state dicts: the default preparation (strip "module.") fits.
-prepare_state_dict = strip_module_prefix
-
-
-def _shape(state_dict: StateDict, key: str) -> tuple[int, ...] | None:
-    value = state_dict.get(key)
-    return tuple(value.shape) if isinstance(value, torch.Tensor) else None
-
-
 def detect(state_dict: StateDict) -> dict[str, Any] | None:
     """Hyperparameters of a PlainUSR state dict, or None when it is not one.
 
@@ -279,13 +271,13 @@ def detect(state_dict: StateDict) -> dict[str, Any] | None:
     every key and shape exactly, so other architectures with similar names (EMT also has
     ``head``/``tail.0``) are rejected.
     """
-    head = _shape(state_dict, "head.weight")
-    tail = _shape(state_dict, "tail.0.weight")
+    head = shape_of(state_dict, "head.weight")
+    tail = shape_of(state_dict, "tail.0.weight")
     if head is None or tail is None or len(head) != 4 or len(tail) != 4 or head[1:] != (3, 3, 3):
         return None
     n_feat = head[0] - 3
-    scale = math.isqrt(tail[0] // 3)
-    if n_feat < 1 or scale < 1 or tail[0] != 3 * scale * scale:
+    scale = pixel_shuffle_scale(tail[0])
+    if n_feat < 1 or scale is None:
         return None
 
     if "block1.body.5.body.0.weight" in state_dict:
@@ -300,27 +292,23 @@ def detect(state_dict: StateDict) -> dict[str, Any] | None:
     width_blocks = ("block1", "blockm") if block == "ultra" else ("block1", "block2", "blockm")
     im_feat = []
     for name in width_blocks:
-        shape = _shape(state_dict, f"{name}.body.0.weight")
+        shape = shape_of(state_dict, f"{name}.body.0.weight")
         if shape is None:
             return None
         im_feat.append(shape[0])
     if gate_key is None:
         attn_feat = _DEFAULTS["ultra"]["attn_feat"]  # not used by the ultra network
     else:
-        gate = _shape(state_dict, gate_key)
+        gate = shape_of(state_dict, gate_key)
         if gate is None:
             return None
         attn_feat = gate[0]
 
     params = {"scale": scale, "block": block, "n_feat": n_feat, "im_feat": im_feat, "attn_feat": attn_feat}
     try:
-        with torch.device("meta"):
-            expected = build(**params).state_dict()
+        if not matches_network(state_dict, lambda: build(**params)):
+            return None
     except (ValueError, RuntimeError):
-        return None
-    if set(expected) != set(state_dict):
-        return None
-    if any(_shape(state_dict, k) != tuple(v.shape) for k, v in expected.items()):
         return None
     return params
 
@@ -351,7 +339,6 @@ SPEC = ArchSpec(
     # against fp32 (max |diff| <= 0.014); bf16 always finite, 48.5-56 dB (max |diff| <= 0.08).
     fp16_safe=True,
     bf16_safe=True,
-    prepare_state_dict=prepare_state_dict,
     detect=detect,
-    paper="PlainUSR: Chasing Faster ConvNet for Efficient Super-Resolution (ACCV 2024)",
+    paper=facts.PLAINUSR.paper,
 )

@@ -16,10 +16,8 @@ from torch import nn
 StateDict = Mapping[str, torch.Tensor]
 
 
-def strip_module_prefix(state_dict: StateDict) -> dict[str, torch.Tensor]:
-    """Default checkpoint preparation: drop a DataParallel ``module.`` prefix shared by every key."""
-    if state_dict and all(key.startswith("module.") for key in state_dict):
-        return {key[len("module."):]: value for key, value in state_dict.items()}
+def keep_as_is(state_dict: StateDict) -> dict[str, torch.Tensor]:
+    """Default checkpoint preparation: nothing to do once lightsr_cli.checkpoints has unwrapped it."""
     return dict(state_dict)
 
 
@@ -42,8 +40,9 @@ class ArchSpec:
     fp16_safe: bool
     """True when a plain .half() forward stays finite and accurate on real images."""
     bf16_safe: bool
-    prepare_state_dict: Callable[[StateDict], dict[str, torch.Tensor]] = strip_module_prefix
-    """Official checkpoint -> state dict that loads strictly (strip prefixes, drop size-dependent buffers)."""
+    prepare_state_dict: Callable[[StateDict], dict[str, torch.Tensor]] = keep_as_is
+    """Unwrapped state dict (see lightsr_cli.checkpoints) -> one that loads strictly (e.g. drop size-dependent
+    buffers). Containers and key prefixes are never this function's business."""
     detect: Callable[[StateDict], "dict[str, Any] | None"] | None = None
     """State dict (after prepare_state_dict) -> {"scale": s, **hyperparameters}, or None if not this arch."""
     paper: str = ""

@@ -6,8 +6,9 @@ from typing import List, Optional
 
 import typer
 
+from ..checkpoints import resolve_card
 from ..errors import UsageError
-from ..registry import CARDS, get_card, resolve_model
+from ..registry import CARDS, get_card
 from . import options
 from .handling import handles_errors
 from .render import RichReporter, print_json, stdout_table
@@ -46,7 +47,7 @@ def bench(
     elif models:
         cards = [get_card(model_id) for model_id in models]
     else:
-        cards = [resolve_model(None, preset.value if preset else None, scale)]
+        cards = [resolve_card(None, preset.value if preset else None, None, scale)]
     from ..errors import LightsrError
     from ..pipeline.bench import benchmark
     from ..pipeline.loading import EngineSettings, load_engine

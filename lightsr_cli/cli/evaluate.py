@@ -33,9 +33,9 @@ def evaluate(
     for dataset in datasets:
         if not dataset.is_dir():
             raise InputError(f"no such dataset folder: {dataset}")
-    from .upscale import _resolve_card
+    from ..checkpoints import resolve_card
 
-    card = _resolve_card(model, preset, scale, weights_file)
+    card = resolve_card(model, preset.value if preset else None, weights_file, scale)
     from ..pipeline.evaluation import evaluate as evaluate_dataset
     from ..pipeline.loading import EngineSettings, load_engine
 

@@ -38,6 +38,7 @@ def handles_errors(command: Callable) -> Callable:
                 raise
             print_error(f"unexpected failure: {type(error).__name__}: {error}",
                         "run again with --debug for the traceback, and please report it")
-            raise typer.Exit(int(ExitCode.FAILURE)) from None
+            # Its own exit code: a crash must never pass for a user error (tests of errors check exit 1 or 2).
+            raise typer.Exit(int(ExitCode.INTERNAL)) from None
 
     return wrapper

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import typer
-
 from pathlib import Path
 from typing import List
+
+import typer
 
 from ..errors import UsageError
 from ..registry import CARDS, PAPERS, PRESET_MODELS, PRESETS_MEASURED_ON, get_card
@@ -110,7 +110,8 @@ def download(ctx: typer.Context, model_ids: List[str] = typer.Argument(None, met
                                 "pinned": resolved.pinned})
             except LightsrError as error:
                 failed += 1
-                print_error(f"{card.id}: {error.message}", error.hint)
+                message, hint = error.for_cli()
+                print_error(f"{card.id}: {message}", hint)
                 results.append({"id": card.id, "error": error.message})
     if as_json:
         print_json(results)
@@ -177,8 +178,8 @@ def convert(ctx: typer.Context, source: Path = typer.Argument(..., metavar="IN")
             scale: int = typer.Option(None, "--scale", "-s", help="Scale, when the weights cannot tell (A2N)."),
             overwrite: bool = typer.Option(False, "--overwrite")) -> None:
     """Convert a .pth/.pt/.ckpt checkpoint to safetensors safely (no pickled code runs)."""
+    from ..checkpoints import card_for_file, convert_to_safetensors
     from ..errors import OutputError
-    from ..weights import card_for_file, convert_to_safetensors
 
     if destination.suffix != ".safetensors":
         raise UsageError(f"{destination} must end in .safetensors")

@@ -7,9 +7,8 @@ from typing import List, Optional
 
 import typer
 
+from ..checkpoints import resolve_card
 from ..errors import UsageError
-from ..pipeline.jobs import NamingRule, plan_jobs
-from ..registry import resolve_model
 from . import options
 from .handling import handles_errors
 from .render import RichReporter, about, print_json, stderr
@@ -64,7 +63,9 @@ def upscale(
     """Upscale images (PNG, JPEG, WebP, BMP, TIFF) and videos; folders and globs too."""
     if scale is not None and scale not in (2, 3, 4):
         raise UsageError(f"--scale must be 2, 3 or 4, not {scale}", hint="use --outscale for other final sizes")
-    card = _resolve_card(model, preset, scale, weights_file)
+    from ..pipeline.jobs import NamingRule, plan_jobs
+
+    card = resolve_card(model, preset.value if preset else None, weights_file, scale)
     final_scale = outscale or card.scale
     rule = NamingRule(suffix=(suffix if suffix is not None else "_x{scale}").replace("{scale}", f"{final_scale:g}"),
                       image_format=image_format.value if image_format else None)
@@ -107,20 +108,6 @@ def _pixel_limits(max_input: float | None, max_output: float | None, limits_type
     settings = read_settings()
     return limits_type(max_input if max_input is not None else settings.max_input_megapixels,
                        max_output if max_output is not None else settings.max_output_megapixels)
-
-
-def _resolve_card(model, preset, scale, weights_file):
-    if weights_file is not None:
-        if model or preset:
-            raise UsageError("--weights cannot be combined with --model or --preset")
-        from ..weights import card_for_file
-
-        card = card_for_file(weights_file, scale)
-        if scale is not None and scale != card.scale:
-            raise UsageError(f"{weights_file.name} is a x{card.scale} model, not x{scale}",
-                             hint=f"drop --scale, or use --outscale {scale}")
-        return card
-    return resolve_model(model, preset.value if preset else None, scale)
 
 
 def _summary_dict(summary, card, pool) -> dict:

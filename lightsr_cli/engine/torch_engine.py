@@ -245,7 +245,7 @@ class Engine:
             if single:
                 whole_images.append(results)  # chunks of a single tiling run over n in order
                 return
-            for (n, r, c), result in zip(chunk, results):
+            for (n, r, c), result in zip(chunk, results, strict=False):
                 rows, cols = row_spans[r], col_spans[c]
                 output[n, :, rows.start * s:rows.stop * s, cols.start * s:cols.stop * s].addcmul_(result, ramps[(r, c)])
 

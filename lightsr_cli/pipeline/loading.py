@@ -8,7 +8,7 @@ from pathlib import Path
 
 from torch import nn
 
-from .. import archs, weights
+from .. import archs, checkpoints, weights
 from ..engine import Engine, EnginePool, parse_devices
 from ..errors import UsageError
 from ..progress import NullReporter, Reporter
@@ -31,11 +31,11 @@ class EngineSettings:
 def _load_network(card: ModelCard, reporter: Reporter, weights_path: Path | None) -> nn.Module:
     """Resolve the card's checkpoint (embedded, cache, mirror or download) and build the net from it."""
     path = weights_path or weights.ensure_weights(card, reporter).path
-    state_dict = weights.load_state_dict(path)
+    state_dict = checkpoints.load_state_dict(path)
     try:
         return archs.build_network(card.arch, card.scale, card.hyperparameters, state_dict)
     except RuntimeError as error:  # strict load: wrong keys or shapes
-        raise weights.damaged_checkpoint_error(card, path, error) from None
+        raise checkpoints.damaged_checkpoint_error(card, path, error) from None
 
 
 def _engine(network: nn.Module, card: ModelCard, settings: EngineSettings, device: str) -> Engine:
@@ -59,5 +59,5 @@ def load_pool(card: ModelCard, settings: EngineSettings, reporter: Reporter | No
     devices = parse_devices(settings.device)
     network = _load_network(card, reporter or NullReporter(), weights_path)
     networks = [network] + [copy.deepcopy(network) for _ in devices[1:]]
-    return EnginePool((_engine(net, card, settings, device) for net, device in zip(networks, devices)),
+    return EnginePool((_engine(net, card, settings, device) for net, device in zip(networks, devices, strict=False)),
                       model_id=card.id)

@@ -72,7 +72,7 @@ def run_jobs(pool: EnginePool, jobs: list[Job], output: OutputSettings, video: V
 
     image_jobs = [job for job in jobs if job.kind is not MediaKind.VIDEO]
     video_jobs = [job for job in jobs if job.kind is MediaKind.VIDEO]
-    outcomes = itertools.chain(zip(image_jobs, pool.map_ordered(run_image, image_jobs)),
+    outcomes = itertools.chain(zip(image_jobs, pool.map_ordered(run_image, image_jobs), strict=False),
                                ((job, run_video(job)) for job in video_jobs))
     try:
         for job, outcome in outcomes:

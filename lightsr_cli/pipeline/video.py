@@ -197,7 +197,7 @@ def _write_segments(parts: PartsFolder, first_segment: int, per_segment: int, to
     for index in range(first_segment, math.ceil(total / per_segment)):
         count = len(video.segment_frame_range(index, per_segment, total))
 
-        def frames_of_segment():
+        def frames_of_segment(count: int = count):  # consumed before the loop moves on
             for _ in range(count):
                 frame = _get(results, stop)
                 if frame is _END:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from lightsr_cli.archs.a2n import SPEC, A2N, build, detect, forward_chop, prepare_state_dict
+from lightsr_cli.archs.a2n import A2N, SPEC, build, detect, forward_chop, prepare_state_dict
+from lightsr_cli.checkpoints import unwrap_state_dict
 from lightsr_cli.errors import ModelError
 
 SCALES = (2, 3)
@@ -44,8 +45,7 @@ def _fixture(parity_dir: Path, scale: int) -> dict[str, np.ndarray]:
 def test_strict_load_and_param_count(official_weights: Path, scale: int) -> None:
     sd = prepare_state_dict(_load(official_weights / "A2N" / f"aan_x{scale}.pt"))
     model = build(scale=scale)
-    result = model.load_state_dict(sd, strict=True)
-    assert not result.missing_keys and not result.unexpected_keys
+    model.load_state_dict(sd, strict=True)  # raises on any missing, unexpected or mis-shaped key
     # The count recorded by the official run (shared/reference/official_scores.json).
     assert sum(p.numel() for p in model.parameters()) == 1_036_443
     assert not model.training
@@ -117,7 +117,7 @@ def test_detect_a2n_files(a2n_state) -> None:
     for sd in a2n_state.values():
         # x2 and x3 files have identical shapes: the scale cannot be read from them.
         assert detect(sd) == {"scale": None, "nf": 40, "unf": 24, "nb": 16}
-        assert SPEC.detect is detect
+        assert SPEC.detect(sd) == detect(sd)  # what checkpoint detection calls through the spec
     with pytest.raises(ModelError):
         build(scale=None)
 
@@ -128,7 +128,7 @@ def test_detect_x4_layout_and_module_prefix() -> None:
     small = build(scale=2, nf=16, unf=8, nb=3).state_dict()
     wrapped = {f"module.{k}": v for k, v in small.items()}
     assert detect(wrapped) is None  # detect runs after prepare_state_dict
-    assert detect(prepare_state_dict(wrapped)) == {"scale": None, "nf": 16, "unf": 8, "nb": 3}
+    assert detect(prepare_state_dict(unwrap_state_dict(wrapped))) == {"scale": None, "nf": 16, "unf": 8, "nb": 3}
     damaged = dict(small)
     del damaged["AAB_trunk.1.attention.k3.weight"]
     assert detect(damaged) is None
@@ -153,7 +153,8 @@ def test_min_size_is_one_pixel() -> None:
 
 
 def _set14_crop(shared_dir: Path, scale: int, size: int = 48) -> torch.Tensor:
-    cv2 = pytest.importorskip("cv2")
+    import cv2  # a dependency of the package
+
     img = cv2.imread(str(shared_dir / "data" / "benchmarks" / "Set14" / f"x{scale}" / "LR" / "img_003.png"))
     assert img is not None
     crop = np.ascontiguousarray(img[64 : 64 + size, 64 : 64 + size, ::-1])  # RGB patch of the baboon's face
@@ -216,4 +217,4 @@ def test_spec_traits() -> None:
     assert SPEC.input_range == 255.0
     assert SPEC.size_multiple == 1 and SPEC.tile_multiple == 1
     assert SPEC.tile_overlap > 0
-    assert SPEC.prepare_state_dict({"module.conv_first.bias": torch.zeros(1)}).keys() == {"conv_first.bias"}
+    assert SPEC.prepare_state_dict(unwrap_state_dict({"module.conv_first.bias": torch.zeros(1)})).keys() == {"conv_first.bias"}

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from lightsr_cli.archs import bsrn
 from lightsr_cli.archs.bsrn import SPEC
+from lightsr_cli.checkpoints import unwrap_state_dict
 
 # checkpoint stem -> (scale, hyperparameters as the registry passes them, official param count)
 OFFICIAL = {
@@ -35,11 +36,7 @@ def _two_threads():
 
 def _state_dict(path: Path) -> dict[str, torch.Tensor]:
     obj = torch.load(path, map_location="cpu", weights_only=True)
-    for wrapper in ("params", "params_ema", "state_dict", "model"):
-        if isinstance(obj, dict) and wrapper in obj and isinstance(obj[wrapper], dict):
-            obj = obj[wrapper]
-            break
-    return SPEC.prepare_state_dict(obj)
+    return SPEC.prepare_state_dict(unwrap_state_dict(obj))
 
 
 _MODELS: dict[str, torch.nn.Module] = {}
@@ -80,8 +77,8 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_official_checkpoint_loads_strict(official_weights, stem):
     scale, hyper, n_params = OFFICIAL[stem]
     model = SPEC.build(scale=scale, **hyper)
-    result = model.load_state_dict(_state_dict(official_weights / "BSRN" / f"{stem}.pth"), strict=True)
-    assert not result.missing_keys and not result.unexpected_keys
+    # strict=True raises on any missing, unexpected or mis-shaped key.
+    model.load_state_dict(_state_dict(official_weights / "BSRN" / f"{stem}.pth"), strict=True)
     assert sum(p.numel() for p in model.parameters()) == n_params
     assert not model.training
 
@@ -136,7 +133,7 @@ def test_detect_rejects_altered_bsrn(official_weights):
 def test_prepare_state_dict_strips_module_prefix(official_weights):
     sd = _state_dict(official_weights / "BSRN" / "net_g_BSRN-S.pth")
     wrapped = {f"module.{k}": v for k, v in sd.items()}
-    prepared = SPEC.prepare_state_dict(wrapped)
+    prepared = SPEC.prepare_state_dict(unwrap_state_dict(wrapped))
     assert list(prepared) == list(sd)
     assert SPEC.detect(prepared) == {"scale": 4, **OFFICIAL["net_g_BSRN-S"][1]}
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from lightsr_cli.archs import plainusr
 from lightsr_cli.archs.plainusr import SPEC, SoftPool2d, build, soft_pool2d
+from lightsr_cli.checkpoints import unwrap_state_dict
 
 # checkpoint stem -> hyperparameters detect() must report (widths inferred from the official files)
 ULTRA_U = {"block": "ultra", "n_feat": 16, "im_feat": [16, 8], "attn_feat": 4}
@@ -37,8 +38,7 @@ def _load(official_weights: Path, stem: str) -> dict[str, torch.Tensor]:
 def _model(official_weights: Path, stem: str) -> torch.nn.Module:
     state = _load(official_weights, stem)
     model = build(**CHECKPOINTS[stem])
-    result = model.load_state_dict(state, strict=True)
-    assert not result.missing_keys and not result.unexpected_keys
+    model.load_state_dict(state, strict=True)  # raises on any missing, unexpected or mis-shaped key
     return model.eval()
 
 
@@ -98,7 +98,7 @@ def test_detect_rejects_damaged_plainusr_state(official_weights):
 def test_prepare_state_dict_strips_module_prefix(official_weights):
     state = _load(official_weights, "PlainUSRU_Rep_x2")
     wrapped = {f"module.{k}": v for k, v in state.items()}
-    prepared = SPEC.prepare_state_dict(wrapped)
+    prepared = SPEC.prepare_state_dict(unwrap_state_dict(wrapped))
     assert prepared.keys() == state.keys()
     assert SPEC.detect(prepared) == CHECKPOINTS["PlainUSRU_Rep_x2"]
 
@@ -193,7 +193,8 @@ def test_soft_pool_handles_values_beyond_fp32_exp_range(dtype, offset):
 @pytest.fixture(scope="module")
 def hot_crop(shared_dir):
     """A crop of Set14 img_013 (x4 LR) where PlainUSR-S's soft-pool input exceeds the fp16 exp limit."""
-    cv2 = pytest.importorskip("cv2")
+    import cv2  # a dependency of the package
+
     bgr = cv2.imread(str(shared_dir / "data" / "benchmarks" / "Set14" / "x4" / "LR" / "img_013.png"), cv2.IMREAD_COLOR)
     assert bgr is not None
     rgb = np.ascontiguousarray(bgr[:, :, ::-1]).astype(np.float32) / 255.0
@@ -266,7 +267,8 @@ def _tiled(model: torch.nn.Module, x: torch.Tensor, tile: int, overlap: int, sca
 
 
 def test_grid_aligned_tiling_stays_close_to_whole_image(official_weights, shared_dir):
-    cv2 = pytest.importorskip("cv2")
+    import cv2  # a dependency of the package
+
     bgr = cv2.imread(str(shared_dir / "data" / "benchmarks" / "Set14" / "x4" / "LR" / "img_013.png"), cv2.IMREAD_COLOR)
     x = torch.from_numpy(np.ascontiguousarray(bgr[:96, :96, ::-1]).astype(np.float32) / 255).permute(2, 0, 1)[None]
     model = _model(official_weights, "PlainUSRS_Rep_x4")

@@ -11,17 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lightsr_cli.errors import LightsrError
-from lightsr_cli.media.video import (
+from lightsr_cli.errors import (
     CorruptVideoError,
     EmptyVideoError,
-    VideoEncodeSettings,
-    FrameReader,
-    FrameWriter,
+    LightsrError,
     NoVideoStreamError,
     StreamCopyError,
     VideoEncodeError,
     VideoNotFoundError,
+)
+from lightsr_cli.media.video import (
+    FrameReader,
+    FrameWriter,
+    VideoEncodeSettings,
     concat_segments,
     count_frames,
     default_pix_fmt,
@@ -225,7 +227,7 @@ def test_read_from_start_frame_is_exact(clips, mkv_frames, start):
     with FrameReader(clips["mkv"], start_frame=start) as reader:
         frames = list(reader)
     assert len(frames) == FRAMES - start
-    assert all(np.array_equal(a, b) for a, b in zip(frames, mkv_frames[start:]))
+    assert all(np.array_equal(a, b) for a, b in zip(frames, mkv_frames[start:], strict=False))
 
 
 def test_read_detects_a_stream_that_ends_early(clips):
@@ -271,7 +273,7 @@ def test_write_2x_mp4_keeps_rate_count_audio_and_subtitles(clips, mkv_frames, tm
     with FrameReader(info) as reader:
         back = list(reader)
     # Lossy but close: no colour-matrix or range mismatch (that would shift values by ~10+).
-    error = np.mean([np.abs(a.astype(np.int16) - b).mean() for a, b in zip(back, upscaled)])
+    error = np.mean([np.abs(a.astype(np.int16) - b).mean() for a, b in zip(back, upscaled, strict=False)])
     assert error < 4
 
 
@@ -305,7 +307,7 @@ def test_write_10bit_keeps_10_bits(clips, tmp_path):
     with FrameReader(info) as reader:
         back = list(reader)
     assert back[0].dtype == np.uint16
-    assert np.mean([np.abs(a.astype(np.int32) - b).mean() for a, b in zip(back, frames)]) < 4 * 257
+    assert np.mean([np.abs(a.astype(np.int32) - b).mean() for a, b in zip(back, frames, strict=False)]) < 4 * 257
 
 
 def test_exception_inside_writer_removes_partial_file(clips, mkv_frames, tmp_path):
@@ -326,6 +328,16 @@ def test_ffmpeg_failure_raises_and_removes_partial_file(mkv_frames, tmp_path):
         for frame in mkv_frames:
             writer.write(frame)
     assert not out.exists()
+
+
+def test_encoder_option_errors_name_the_setting_per_caller(mkv_frames, tmp_path):
+    cases = [(VideoEncodeSettings(codec="ffv1", crf=10), "--crf", "crf"),
+             (VideoEncodeSettings(codec="libvpx-vp9", preset="fast"), "--video-preset", "video_preset")]
+    for options, flag, name in cases:
+        with pytest.raises(LightsrError) as caught, FrameWriter(tmp_path / "up.mkv", NTSC_FILM, options=options) as w:
+            w.write(mkv_frames[0])
+        assert caught.value.for_cli()[0].startswith(f"{flag} does not apply")
+        assert caught.value.message.startswith(f"{name} does not apply")
 
 
 def test_container_that_cannot_hold_the_audio(clips, mkv_frames, tmp_path):
@@ -360,7 +372,7 @@ def encode_in_segments(source, out: Path, options: VideoEncodeSettings, per_segm
         with FrameReader(source, start_frame=frames.start) as reader, FrameWriter(
             segment, source.frame_rate, options=options, source=source, copy_streams=False
         ) as writer:
-            for _, frame in zip(frames, reader):
+            for _, frame in zip(frames, reader, strict=False):
                 writer.write(frame)
         assert count_frames(segment) == len(frames)
         segments.append(segment)

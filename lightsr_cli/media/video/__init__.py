@@ -1,0 +1,41 @@
+"""Video in and out through the ffmpeg binary that imageio-ffmpeg ships: numpy frames only, no torch.
+
+Why drive ffmpeg directly instead of imageio's reader/writer: we need an exact rational frame rate,
+frame sizes that are not multiples of 16 (imageio resizes to its macro_block_size), >8-bit frames,
+rotation and colour tags carried over, and the source's audio/subtitle streams muxed in unchanged.
+
+Conventions: frames are HxWx3 RGB, ``uint8`` for 8-bit sources and ``uint16`` (full 0..65535 scale,
+as ffmpeg's ``rgb48le``) for deeper sources. Width/height are the coded size: pixels are never rotated;
+the display rotation is carried as metadata from source to output instead.
+
+Modules: :mod:`.ffmpeg` (the binary, pixel formats, log reading), :mod:`.probe` (what a file holds),
+:mod:`.reader` (decoding), :mod:`.writer` (encoding) with :mod:`.streams` (which streams are copied),
+and :mod:`.segments` (resume segments and joining them). Errors live in :mod:`lightsr_cli.errors`.
+"""
+
+from __future__ import annotations
+
+from .ffmpeg import default_pix_fmt, encoder_pix_fmts, ffmpeg_exe, pix_fmt_bit_depth
+from .probe import VIDEO_EXTENSIONS, ColourTags, StreamInfo, VideoInfo, count_frames, is_video_path, probe_video
+from .reader import FrameReader
+from .segments import concat_segments, segment_frame_range
+from .writer import FrameWriter, VideoEncodeSettings
+
+__all__ = [
+    "VIDEO_EXTENSIONS",
+    "ColourTags",
+    "FrameReader",
+    "FrameWriter",
+    "StreamInfo",
+    "VideoEncodeSettings",
+    "VideoInfo",
+    "concat_segments",
+    "count_frames",
+    "default_pix_fmt",
+    "encoder_pix_fmts",
+    "ffmpeg_exe",
+    "is_video_path",
+    "pix_fmt_bit_depth",
+    "probe_video",
+    "segment_frame_range",
+]

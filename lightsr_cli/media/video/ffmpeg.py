@@ -1,0 +1,122 @@
+"""The ffmpeg binary: where it is (imageio-ffmpeg), running it, its pixel formats, and reading its logs.
+
+imageio-ffmpeg ships one static ffmpeg and no ffprobe; everything in this package goes through it.
+The pixel-format tables are read from that binary (``ffmpeg -pix_fmts``, ``ffmpeg -h encoder=...``),
+so they match the build in use. The log helpers turn a failed run's stderr into the few lines that
+say why, for error messages.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import subprocess
+from collections.abc import Sequence
+
+from ...errors import VideoError
+
+
+def ffmpeg_exe() -> str:
+    """Path of the ffmpeg binary bundled with imageio-ffmpeg."""
+    try:
+        import imageio_ffmpeg
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise VideoError("video support needs the imageio-ffmpeg package", hint="pip install imageio-ffmpeg") from exc
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def run_ffmpeg(args: Sequence[str]) -> subprocess.CompletedProcess[bytes]:
+    """Run the bundled ffmpeg to completion with ``args``; stdout and stderr captured, exit status unchecked."""
+    # -nostdin: a probing ffmpeg must never eat the terminal's input (or block on it).
+    command = [ffmpeg_exe(), "-nostdin", "-hide_banner", *args]
+    return subprocess.run(command, capture_output=True, check=False)  # noqa: S603 - our ffmpeg argument list
+
+
+@functools.lru_cache(maxsize=1)
+def pix_fmt_table() -> dict[str, int | None]:
+    """Every pix_fmt name ffmpeg knows -> its deepest component, from ``ffmpeg -pix_fmts``.
+
+    The depth comes from the BIT_DEPTHS column ("10-10-10"); builds older than ffmpeg 4.4 lack it (None).
+    """
+    text = run_ffmpeg(["-pix_fmts"]).stdout.decode("utf-8", "replace")
+    table: dict[str, int | None] = {}
+    for match in re.finditer(r"^[IOHPB.]{5}\s+(\w+)\s+\d+\s+\d+(?:\s+([\d-]+))?\s*$", text, re.MULTILINE):
+        depths = match.group(2)
+        table[match.group(1)] = max(int(d) for d in depths.split("-")) if depths else None
+    return table
+
+
+def pix_fmt_bit_depth(pix_fmt: str) -> int:
+    """Bits per component of an ffmpeg pixel format: yuv420p -> 8, yuv420p10le -> 10, rgb48le -> 16."""
+    depth = pix_fmt_table().get(pix_fmt)
+    if depth is not None:
+        return depth
+    # Older ffmpeg builds print no BIT_DEPTHS column: fall back on the naming scheme (…p10le, …p12be).
+    match = re.search(r"p(\d{1,2})(?:le|be)$", pix_fmt)
+    return int(match.group(1)) if match else 8
+
+
+@functools.lru_cache(maxsize=None)
+def encoder_pix_fmts(codec: str) -> tuple[str, ...]:
+    """Pixel formats an encoder of the bundled ffmpeg accepts (empty when unknown)."""
+    text = run_ffmpeg(["-h", f"encoder={codec}"]).stdout.decode("utf-8", "replace")
+    match = re.search(r"Supported pixel formats:\s*(.+)", text)
+    return tuple(match.group(1).split()) if match else ()
+
+
+def default_pix_fmt(codec: str, source_bit_depth: int = 8) -> str:
+    """The output pixel format when the user picks none.
+
+    4:2:0 for compatibility; 10 (or 12) bits when the source has more than 8 and the encoder can keep
+    them, so an upscale of a 10-bit video is not squashed to 8 bits. (The bundled libx264 is a
+    multi-depth build, so even H.264 keeps 10 bits; players must support High 10 then.)
+    """
+    if source_bit_depth > 8:
+        supported = encoder_pix_fmts(codec)
+        for candidate in (f"yuv420p{min(source_bit_depth, 12)}le", "yuv420p10le"):
+            if candidate in supported:
+                return candidate
+    return "yuv420p"
+
+
+def first_error_line(stderr: str) -> str | None:
+    """The most telling line of a failed ffmpeg run, without its "[in#0 @ 0x...]" prefix."""
+    for line in stderr.splitlines():
+        if re.search(r"error|invalid|not found|no such|denied|ended", line, re.IGNORECASE):
+            return re.sub(r"^\[[^\]]*\]\s*", "", line.strip())
+    return None
+
+
+# Follow-up lines ffmpeg prints after the real cause; they only repeat that something failed.
+_ECHO_LINES = ("task finished", "terminating thread", "nothing was written", "error sending frames",
+               "conversion failed", "at least one output file", "error while filtering", "error closing file")
+
+
+def error_tail(stderr: bytes | str, lines: int = 3) -> str:
+    """The first few lines of a failed ffmpeg run that say why, without "[mov @ 0x...]" prefixes."""
+    text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
+    kept = [re.sub(r"^(\[[^\]]*\]\s*)+", "", line.strip()) for line in text.splitlines()]
+    kept = [line for line in kept if line and not any(e in line.lower() for e in _ECHO_LINES)]
+    return " | ".join(kept[:lines])
+
+
+# Messages by which ffmpeg reports a file that ends early or a container it cannot parse. ffmpeg often
+# exits 0 anyway (a truncated mkv demuxes "fine" up to the cut), so these are looked for explicitly.
+# Decoder complaints about damaged pictures are deliberately absent: ffmpeg conceals those and a
+# player would play on, so we upscale what it decodes rather than refuse the file.
+_CORRUPTION_MARKERS = (
+    "ended prematurely",  # matroska cut short
+    "partial file",  # mp4 whose sample table points past the end of the file
+    "moov atom not found",  # mp4 cut before its index
+    "truncat",
+    "invalid data found",
+    "end of file",
+)
+
+
+def corruption_in(stderr: str) -> str | None:
+    """The first line of an ffmpeg log that reports truncation or an unparsable container, if any."""
+    for line in stderr.splitlines():
+        if any(marker in line.lower() for marker in _CORRUPTION_MARKERS):
+            return re.sub(r"^(\[[^\]]*\]\s*)+", "", line.strip())
+    return None

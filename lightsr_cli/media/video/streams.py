@@ -1,0 +1,65 @@
+"""Stream-copy rules: which of the source's audio, subtitle and attachment streams go into an output, and how.
+
+Everything is copied unchanged, except text subtitles where the output container demands another
+text format (mov_text in mp4/mov, WebVTT in webm, no mov_text in matroska). A stream the container
+cannot hold at all is refused with StreamCopyError before any encoding starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from ...errors import StreamCopyError
+from .probe import StreamInfo
+
+# Subtitle codecs that are text, so they can be converted to the text format a container takes.
+_TEXT_SUBTITLES = {"subrip", "srt", "ass", "ssa", "webvtt", "mov_text", "text"}
+
+# The subtitle codec a container needs when it cannot take the source's as is (text formats only).
+_SUBTITLE_TEXT_CODEC = {".mp4": "mov_text", ".m4v": "mov_text", ".mov": "mov_text", ".webm": "webvtt"}
+
+
+def _subtitle_codec_for(suffix: str, stream: StreamInfo) -> str:
+    """'copy', or the text subtitle encoder the output container demands. Raises StreamCopyError."""
+    if suffix == ".mkv":
+        return "srt" if stream.codec == "mov_text" else "copy"  # matroska holds anything but mov_text
+    if suffix == ".avi":
+        raise StreamCopyError(f".avi output cannot hold subtitles (stream #{stream.index}, {stream.codec})",
+                              hint="write a .mkv or .mp4 output")
+    needed = _SUBTITLE_TEXT_CODEC.get(suffix)
+    if needed is None or stream.codec == needed:
+        return "copy"  # an unknown container: let ffmpeg judge (its refusal becomes StreamCopyError)
+    if stream.codec == "dvd_subtitle" and needed == "mov_text":
+        return "copy"  # mp4/mov do hold VobSub bitmaps
+    if stream.codec in _TEXT_SUBTITLES:
+        return needed
+    raise StreamCopyError(f"{suffix} output cannot hold the {stream.codec} subtitles of stream #{stream.index}",
+                          hint="write a .mkv output, which holds every subtitle format")
+
+
+def stream_copy_args(streams: Sequence[StreamInfo], out_path: Path, first_output_index: int) -> list[str]:
+    """Maps and codecs for the source's audio, subtitle and attachment streams (source = input 1).
+
+    Everything is copied unchanged, with one exception made only where the container demands it:
+    mp4/mov hold text subtitles only as mov_text, webm only as WebVTT and matroska has no mov_text,
+    so text subtitles are converted then (ASS styling does not survive mov_text). Bitmap subtitles
+    cannot be converted: StreamCopyError, before any encoding, with a hint to write .mkv. Audio is
+    always copied; a container that refuses it (AAC in webm) fails in ffmpeg and becomes a
+    StreamCopyError too. Data streams (timecode tracks) and cover art are not copied.
+    """
+    suffix = out_path.suffix.lower()
+    args: list[str] = []
+    out_index = first_output_index
+    for stream in streams:
+        if stream.kind == "audio":
+            codec = "copy"
+        elif stream.kind == "subtitle":
+            codec = _subtitle_codec_for(suffix, stream)
+        elif stream.kind == "attachment" and suffix == ".mkv":
+            codec = "copy"  # fonts of ASS subtitles; only matroska has attachments
+        else:
+            continue
+        args += ["-map", f"1:{stream.index}", f"-c:{out_index}", codec]
+        out_index += 1
+    return args

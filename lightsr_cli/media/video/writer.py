@@ -1,0 +1,265 @@
+"""Encoding: RGB numpy frames piped into ffmpeg, with the source's rotation, colour tags and streams carried over.
+
+:class:`VideoEncodeSettings` says how the upscaled stream is encoded (codec, crf, preset, pixel
+format, extra ffmpeg options); :class:`FrameWriter` runs the encoder and muxes in the streams that
+:mod:`.streams` plans to copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from ...errors import StreamCopyError, VideoEncodeError, VideoError
+from .ffmpeg import default_pix_fmt, error_tail, ffmpeg_exe
+from .probe import ColourTags, VideoInfo
+from .streams import stream_copy_args
+
+
+@dataclass(frozen=True)
+class VideoEncodeSettings:
+    """How the upscaled video stream is encoded. None means: the codec's sensible default."""
+
+    codec: str = "libx264"  # libx264, libx265, libvpx-vp9, ffv1 (any ffmpeg encoder name works)
+    crf: int | None = None
+    preset: str | None = None  # x264/x265 speed preset (ultrafast..veryslow)
+    pix_fmt: str | None = None  # None: default_pix_fmt(codec, source bit depth)
+    extra_args: tuple[str, ...] = ()  # raw ffmpeg output options, appended last (they win)
+
+
+# codec -> (default crf, whether -preset means anything, arguments it always needs)
+_CODEC_DEFAULTS: dict[str, tuple[int | None, bool, tuple[str, ...]]] = {
+    "libx264": (18, True, ()),
+    "libx265": (20, True, ("-x265-params", "log-level=error")),
+    "libvpx-vp9": (24, False, ("-b:v", "0", "-row-mt", "1")),  # -b:v 0: crf alone = constant quality
+    "ffv1": (None, False, ("-level", "3", "-slicecrc", "1")),  # lossless: no crf
+}
+
+# scale's out_color_matrix accepts fewer names than the colorspace tag has.
+_SWSCALE_MATRIX = {"bt709": "bt709", "fcc": "fcc", "bt470bg": "bt601", "smpte170m": "smpte170m",
+                   "smpte240m": "smpte240m", "bt2020nc": "bt2020", "bt2020c": "bt2020"}
+
+MP4_FAMILY = {".mp4", ".m4v", ".mov"}
+
+
+def _encoder_args(options: VideoEncodeSettings, pix_fmt: str) -> list[str]:
+    default_crf, has_preset, always = _CODEC_DEFAULTS.get(options.codec, (None, True, ()))
+    args = ["-c:v", options.codec, "-pix_fmt", pix_fmt, *always]
+    if options.crf is not None and options.codec in _CODEC_DEFAULTS and default_crf is None:
+        raise VideoError(f"{{--crf}} does not apply to {options.codec}", hint=f"{options.codec} is lossless")
+    crf = options.crf if options.crf is not None else default_crf
+    if crf is not None:
+        args += ["-crf", str(crf)]
+    if options.preset is not None:
+        if not has_preset:
+            raise VideoError(f"{{--video-preset}} does not apply to {options.codec}",
+                             hint="pass the encoder's own speed options as extra ffmpeg arguments")
+        args += ["-preset", options.preset]
+    return args
+
+
+def _colour_filters(colour: ColourTags) -> tuple[list[str], list[str]]:
+    """RGB -> YUV with the source's matrix and range, then tag the frames with all four properties.
+
+    Tagging goes through setparams because ffmpeg (>= 7) takes colour tags from the frames: the
+    -color_primaries/-color_trc output options alone are overridden by untagged frames.
+    """
+    scale = []
+    if colour.matrix in _SWSCALE_MATRIX:
+        scale.append(f"out_color_matrix={_SWSCALE_MATRIX[colour.matrix]}")
+    if colour.range:
+        scale.append(f"out_range={colour.range}")
+    filters = [f"scale={':'.join(scale)}"] if scale else []
+    params = [f"{key}={value}" for key, value in (("colorspace", colour.matrix), ("range", colour.range),
+              ("color_primaries", colour.primaries), ("color_trc", colour.transfer)) if value]
+    return filters, params
+
+
+def _check_chroma_fits(pix_fmt: str, width: int, height: int) -> None:
+    """4:2:0 needs an even width and height, 4:2:2 an even width; ffmpeg's own error is cryptic."""
+    odd_width, odd_height = width % 2, height % 2
+    if ("420" in pix_fmt and (odd_width or odd_height)) or ("422" in pix_fmt and odd_width):
+        raise VideoEncodeError(f"{pix_fmt} cannot hold a {width}x{height} picture: chroma subsampling "
+                               "needs even dimensions", hint="choose a 4:4:4 pixel format (yuv444p) or ffv1")
+
+
+class FrameWriter:
+    """Encodes RGB numpy frames (HxWx3, uint8 or uint16) into ``out_path`` through an ffmpeg pipe.
+
+    The size and depth come from the first frame. With a ``source``, the output gets its display
+    rotation, colour tags and sample aspect ratio and, when ``copy_streams``, its audio, subtitle
+    and attachment streams, chapters and global metadata (copied, not re-encoded). Segments for
+    --resume are written with copy_streams=False and joined by :func:`concat_segments`.
+
+    Use as a context manager: on an exception (or :meth:`abort`) ffmpeg is killed and the partial
+    file removed; :meth:`close` finishes the file and raises VideoEncodeError when ffmpeg failed.
+    """
+
+    def __init__(self, out_path: str | os.PathLike[str], frame_rate: Fraction, *,
+                 options: VideoEncodeSettings = VideoEncodeSettings(), source: VideoInfo | None = None,
+                 copy_streams: bool = True) -> None:
+        self.out_path = Path(out_path)
+        self.frame_rate = Fraction(frame_rate)
+        if self.frame_rate <= 0:
+            raise ValueError(f"frame rate must be positive, got {frame_rate}")
+        self.options = options
+        self.source = source
+        self.copy_streams = copy_streams and source is not None
+        self.pix_fmt = options.pix_fmt or default_pix_fmt(options.codec, source.bit_depth if source else 8)
+        self.frames_written = 0
+        self._shape: tuple[int, ...] | None = None
+        self._dtype: np.dtype | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
+        self._closed = False
+        # Plan the stream copy now: a container that cannot hold the streams fails before any encoding.
+        self._copy_args = (stream_copy_args(source.other_streams, self.out_path, 1)
+                           if self.copy_streams and source else [])
+
+    def _command(self, height: int, width: int, deep: bool) -> list[str]:
+        rate = f"{self.frame_rate.numerator}/{self.frame_rate.denominator}"
+        source = self.source
+        video_in = ["-f", "rawvideo", "-pix_fmt", "rgb48le" if deep else "rgb24", "-s", f"{width}x{height}",
+                    "-framerate", rate]
+        if source is not None and source.rotation:
+            # Rotation is side data of the input stream; -noautorotate keeps ffmpeg from turning it
+            # into a transpose of the pixels, so the tag itself reaches the output.
+            video_in += ["-display_rotation", str(source.rotation), "-noautorotate"]
+        filters, params = _colour_filters(source.colour if source else ColourTags())
+        filters.append(f"format={self.pix_fmt}")
+        if source is not None and source.sample_aspect_ratio:
+            sar = source.sample_aspect_ratio
+            # setsar reduces the ratio to terms <= max (default 100): 188:189 would become 99:100.
+            filters.append(f"setsar={sar.numerator}/{sar.denominator}:max={max(sar.numerator, sar.denominator, 100)}")
+        if params:
+            filters.append("setparams=" + ":".join(params))
+        args = [ffmpeg_exe(), "-hide_banner", "-v", "error", "-y", *video_in, "-i", "pipe:0"]
+        if self.copy_streams and source is not None:
+            args += ["-i", str(source.path), "-map_metadata", "1", "-map_chapters", "1"]
+        args += ["-map", "0:v:0", "-vf", ",".join(filters), "-fps_mode", "passthrough",
+                 *_encoder_args(self.options, self.pix_fmt), *self._copy_args]
+        if self.out_path.suffix.lower() in MP4_FAMILY:
+            args += ["-movflags", "+faststart"]
+        return [*args, *self.options.extra_args, str(self.out_path)]
+
+    def write(self, frame: np.ndarray) -> None:
+        if self._closed:
+            raise ValueError("write() on a closed FrameWriter")
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype not in (np.uint8, np.uint16):
+            raise ValueError(f"frames must be HxWx3 uint8 or uint16, got {frame.shape} {frame.dtype}")
+        if self._proc is None:
+            _check_chroma_fits(self.pix_fmt, frame.shape[1], frame.shape[0])
+            self._shape, self._dtype = frame.shape, frame.dtype
+            self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close/abort
+            self.out_path.parent.mkdir(parents=True, exist_ok=True)
+            command = self._command(frame.shape[0], frame.shape[1], frame.dtype == np.uint16)
+            self._proc = subprocess.Popen(command, stdin=subprocess.PIPE,  # noqa: S603 - our ffmpeg argument list
+                                          stdout=subprocess.DEVNULL, stderr=self._stderr)
+        elif frame.shape != self._shape or frame.dtype != self._dtype:
+            raise ValueError(f"frame {self.frames_written} is {frame.shape} {frame.dtype}, "
+                             f"earlier frames were {self._shape} {self._dtype}")
+        if self._proc.stdin is None:  # never: ffmpeg is started with stdin=PIPE
+            raise RuntimeError("ffmpeg's stdin is not a pipe")
+        data = np.ascontiguousarray(frame, dtype=frame.dtype.newbyteorder("<"))
+        try:
+            self._proc.stdin.write(memoryview(data).cast("B"))
+        except (BrokenPipeError, OSError):
+            self._fail(f"ffmpeg stopped accepting frames at frame {self.frames_written}")
+        self.frames_written += 1
+
+    def _log(self) -> str:
+        if self._stderr is None:
+            return ""
+        self._stderr.seek(0)
+        return self._stderr.read().decode("utf-8", "replace")
+
+    def _fail(self, what: str) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+        if self._proc is not None:
+            self._proc.wait()
+        log = self._log()
+        self.abort()
+        raise encode_error(what, log, self.out_path)
+
+    def close(self) -> None:
+        """Finish the file. Raises VideoEncodeError (and removes the partial file) when ffmpeg failed."""
+        if self._closed:
+            return
+        if self._proc is None:
+            self._closed = True
+            raise VideoEncodeError(f"no frames were written to {self.out_path.name}")
+        if self._proc.stdin is None:  # never: ffmpeg is started with stdin=PIPE
+            raise RuntimeError("ffmpeg's stdin is not a pipe")
+        with contextlib.suppress(BrokenPipeError, OSError):
+            self._proc.stdin.close()
+        if self._proc.wait() != 0:
+            self._fail(f"ffmpeg failed to finish {self.out_path.name}")
+        self._closed = True
+        if self._stderr is not None:
+            self._stderr.close()
+
+    def abort(self) -> None:
+        """Kill ffmpeg and remove the partial output. Safe to call more than once."""
+        self._closed = True
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                self._proc.kill()
+            self._proc.wait()
+            if self._proc.stdin is not None:
+                with contextlib.suppress(BrokenPipeError, OSError):
+                    self._proc.stdin.close()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+        self.out_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> FrameWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is not None:
+            self.abort()
+        else:
+            self.close()
+
+
+def encode_error(what: str, log: str, out_path: Path) -> VideoEncodeError:
+    low = log.lower()
+    # What ffmpeg says when the muxer refuses a codec (wording varies across versions).
+    if any(s in low for s in ("not currently supported in container", "could not find tag for codec",
+                              "codec not supported", "could not write header")):
+        return StreamCopyError(f"{what}: the {out_path.suffix} container cannot hold these streams: "
+                               f"{error_tail(log, 1)}", hint="write a .mkv output, which holds every codec")
+    return VideoEncodeError(f"{what}: {error_tail(log) or 'no message from ffmpeg'}",
+                            hint=_encode_failure_hint(low, out_path))
+
+
+# What ffmpeg says for causes outside the codec options, and what helps (checked in this order).
+_ENCODE_CAUSES = (
+    (("no space left on device", "disk quota exceeded"), "the disk is full: free space in {folder} and run again"),
+    (("permission denied", "read-only file system"), "{folder} cannot be written: check its permissions"),
+    (("no such file or directory",), "{folder} was removed or renamed while encoding; run again"),
+    (("unknown encoder", "unrecognized option", "error setting option", "invalid argument", "incompatible pixel format",
+      "option not found", "error while opening encoder", "error initializing output stream"),
+     "check the codec options ({--codec}, {--pix-fmt}, {--crf}, {--video-preset}, {--ffmpeg-arg})"),
+)
+
+
+def _encode_failure_hint(log: str, out_path: Path) -> str:
+    """The likely cause of an encode failure in words, from ffmpeg's (lower-cased) log."""
+    folder = out_path.parent
+    if not folder.is_dir():
+        return f"{folder} was removed or renamed while encoding; run again"
+    for markers, advice in _ENCODE_CAUSES:
+        if any(marker in log for marker in markers):
+            return advice.replace("{folder}", str(folder))
+    return "ffmpeg's message above says why; {--debug} shows the ffmpeg command"
