@@ -442,6 +442,8 @@ SPEC = ArchSpec(
     detect=detect,
     paper="Efficient Mixed Transformer for Single Image Super-Resolution (arXiv 2023)",
     activation_bytes_per_pixel=20480,
+    # Attention logits: 3 heads x 256 tokens per (32x8) window, per pixel.
+    widest_activation=768,
     # Its token mixers reinterpret memory layouts: channels_last weights give wrong outputs.
     channels_last=False,
 )
