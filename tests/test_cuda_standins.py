@@ -452,3 +452,31 @@ def test_passes_stay_below_two_to_the_31_elements():
     bsrn = get_spec("BSRN")
     lr_4k_x2 = 1920 * 1080
     assert lr_4k_x2 * bsrn.widest_activation < 2**31 < 2160 * 3840 * bsrn.widest_activation
+
+
+def test_math_switches_are_restored_after_passes_that_overlap_in_threads():
+    """Engines of a pool run their forwards at once: the last one out restores the process's switches
+    (with save/restore per pass, the second pass in would put back the first one's settings)."""
+    import threading
+
+    from lightsr_cli.engine.devices import math_mode
+
+    before = (torch.backends.cudnn.conv.fp32_precision, torch.backends.cudnn.benchmark)
+    entered = [threading.Event(), threading.Event()]
+    leave = [threading.Event(), threading.Event()]
+
+    def forward(index):
+        with math_mode(allow_tf32=False, autotune=True):
+            entered[index].set()
+            leave[index].wait(timeout=10)
+
+    threads = [threading.Thread(target=forward, args=(index,)) for index in range(2)]
+    threads[0].start()
+    assert entered[0].wait(timeout=10)
+    threads[1].start()
+    assert entered[1].wait(timeout=10)
+    leave[0].set()  # the first in leaves first
+    threads[0].join()
+    leave[1].set()
+    threads[1].join()
+    assert (torch.backends.cudnn.conv.fp32_precision, torch.backends.cudnn.benchmark) == before

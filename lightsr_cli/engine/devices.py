@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 
 import torch
 
@@ -107,6 +108,38 @@ def tf32_capable(device: torch.device) -> bool:
     return device.type == "cuda" and not torch.version.hip and torch.cuda.get_device_capability(device)[0] >= 8
 
 
+class _MathMode:
+    """torch's process-wide cuDNN/cuBLAS switches, saved by the first forward pass that enters and
+    restored by the last that leaves (engines of a pool run their passes in threads at once)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.users = 0
+        self.saved: tuple | None = None
+
+    @staticmethod
+    def read() -> tuple:
+        backends = torch.backends
+        if _NEW_TF32_API:
+            tf32 = (backends.cudnn.conv.fp32_precision, backends.cuda.matmul.fp32_precision)
+        else:
+            tf32 = (backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32)
+        return (*tf32, backends.cudnn.benchmark, backends.cudnn.deterministic)
+
+    @staticmethod
+    def write(conv, matmul, benchmark: bool, deterministic: bool) -> None:
+        backends = torch.backends
+        if _NEW_TF32_API:
+            backends.cudnn.conv.fp32_precision, backends.cuda.matmul.fp32_precision = conv, matmul
+        else:  # torch < 2.9: the legacy switches
+            backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32 = conv, matmul
+        backends.cudnn.benchmark, backends.cudnn.deterministic = benchmark, deterministic
+
+
+_NEW_TF32_API = hasattr(torch.backends.cudnn, "conv") and hasattr(torch.backends.cuda.matmul, "fp32_precision")
+_MATH_MODE = _MathMode()
+
+
 @contextlib.contextmanager
 def math_mode(allow_tf32: bool, autotune: bool):
     """The process-wide cuDNN/cuBLAS switches, set for one forward pass and restored after it.
@@ -118,26 +151,19 @@ def math_mode(allow_tf32: bool, autotune: bool):
     on one GPU and cuDNN version, so a resumed video gets the same pixels; ``deterministic`` asks
     for algorithms whose result does not depend on scheduling.
     """
-    precision = "tf32" if allow_tf32 else "ieee"
-    backends = torch.backends
-    new_api = hasattr(backends.cudnn, "conv") and hasattr(backends.cuda.matmul, "fp32_precision")
-    if new_api:
-        saved = (backends.cudnn.conv.fp32_precision, backends.cuda.matmul.fp32_precision)
-        backends.cudnn.conv.fp32_precision = precision
-        backends.cuda.matmul.fp32_precision = precision
-    else:  # torch < 2.9: the legacy switches
-        saved = (backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32)
-        backends.cudnn.allow_tf32 = backends.cuda.matmul.allow_tf32 = allow_tf32
-    saved_flags = (backends.cudnn.benchmark, backends.cudnn.deterministic)
-    backends.cudnn.benchmark, backends.cudnn.deterministic = autotune, not autotune
+    tf32 = ("tf32" if allow_tf32 else "ieee") if _NEW_TF32_API else allow_tf32
+    with _MATH_MODE.lock:
+        if _MATH_MODE.users == 0:
+            _MATH_MODE.saved = _MATH_MODE.read()
+        _MATH_MODE.users += 1
+        _MATH_MODE.write(tf32, tf32, autotune, not autotune)
     try:
         yield
     finally:
-        backends.cudnn.benchmark, backends.cudnn.deterministic = saved_flags
-        if new_api:
-            backends.cudnn.conv.fp32_precision, backends.cuda.matmul.fp32_precision = saved
-        else:
-            backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32 = saved
+        with _MATH_MODE.lock:
+            _MATH_MODE.users -= 1
+            if _MATH_MODE.users == 0:
+                _MATH_MODE.write(*_MATH_MODE.saved)
 
 
 def available_host_bytes() -> int:
