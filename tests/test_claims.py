@@ -82,12 +82,12 @@ def test_a_folder_may_mix_images_and_videos_and_inputs_are_never_touched(tmp_pat
 
 def test_a_crash_gets_its_own_exit_code_and_never_passes_for_a_user_error(tmp_path, monkeypatch):
     """An unexpected exception: exit 70 (ExitCode.INTERNAL), 'unexpected failure', not 1 or 2."""
-    from lightsr_cli.cli import upscale as upscale_command
+    from lightsr_cli.pipeline import jobs  # the upscale command imports plan_jobs from here when it runs
 
     def crash(*args, **kwargs):
         raise ZeroDivisionError("forced for the test")
 
-    monkeypatch.setattr(upscale_command, "plan_jobs", crash)
+    monkeypatch.setattr(jobs, "plan_jobs", crash)
     _image(tmp_path / "a.png")
     code, _, err = run_cli("upscale", str(tmp_path / "a.png"), "--device", "cpu")
     assert code == ExitCode.INTERNAL == 70

@@ -332,4 +332,6 @@ SPEC = ArchSpec(
     # Each attention-dropout module averages over its whole input, so every tile picks its own
     # branch weights: 64 px tiles cost 0.06 dB on Set14 x3, 128 px tiles cost nothing measurable.
     min_tile=128,
+    # x4: the nearest-neighbour upsampling of 24 features to HR, 24 * 16 elements per LR pixel.
+    widest_activation=384,
 )

@@ -336,4 +336,6 @@ SPEC = ArchSpec(
     # Peak RSS growth of one fp32 CPU forward, per LR pixel: BSRN x4 ~9.2 KB (the concatenated
     # trunk of 8 x 64 channels dominates), BSRN-S ~4.5-5 KB; this leaves ~30% headroom.
     activation_bytes_per_pixel=12288,
+    # The 8 x 64-channel concatenated trunk (counted with a dispatch mode over a 128x128 forward).
+    widest_activation=512,
 )

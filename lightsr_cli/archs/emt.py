@@ -417,7 +417,12 @@ SPEC = ArchSpec(
     bf16_safe=False,
     detect=detect,
     paper=facts.EMT.paper,
+    # Measured (benchmarks/memory_estimates.py): 7.9 KB fp32, 6.5 KB bf16 per LR pixel; the attention
+    # core stays fp32 in half precision, hence an explicit half estimate.
     activation_bytes_per_pixel=20480,
+    half_activation_bytes_per_pixel=10240,
+    # Attention logits: 3 heads x 256 tokens per (32x8) window, per pixel.
+    widest_activation=768,
     # Its token mixers reinterpret memory layouts: channels_last weights give wrong outputs.
     channels_last=False,
 )

@@ -51,4 +51,19 @@ class ArchSpec:
     min_tile: int = 0
     """Smallest useful tile (LR px) for networks with whole-input statistics; smaller requests are raised."""
     activation_bytes_per_pixel: int = 16384
-    """Rough peak fp32 activation memory per LR input pixel; sizes automatic tiles (halved on OOM)."""
+    """Peak fp32 activation memory per LR input pixel (with headroom); sizes automatic tiles (halved on OOM).
+    Calibrated with benchmarks/memory_estimates.py (results-memory-estimates.json)."""
+    half_activation_bytes_per_pixel: int | None = None
+    """The same in fp16/bf16; None: half the fp32 figure. Set where parts stay fp32 in half
+    precision (attention logits and softmax, statistics), which then dominate."""
+    widest_activation: int = 256
+    """Elements per LR input pixel of the largest single tensor of a forward pass: a pass whose
+    tensor would reach 2^31 elements (beyond 32-bit indexing in many CUDA kernels) is tiled."""
+
+    def bytes_per_pixel(self, dtype: torch.dtype) -> float:
+        """Peak activation bytes per LR input pixel when computing in ``dtype``."""
+        if dtype == torch.float32:
+            return self.activation_bytes_per_pixel
+        if self.half_activation_bytes_per_pixel is not None:
+            return self.half_activation_bytes_per_pixel
+        return self.activation_bytes_per_pixel / 2

@@ -16,6 +16,7 @@ class Preset(str, Enum):
 class Precision(str, Enum):
     auto = "auto"
     fp32 = "fp32"
+    tf32 = "tf32"
     fp16 = "fp16"
     bf16 = "bf16"
 
@@ -34,8 +35,9 @@ DEVICES = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU)
                        "share the files or frames: cuda:0,cuda:1 or cuda:all.", rich_help_panel="Engine")
 COMPILE = typer.Option(False, "--compile", help="torch.compile the network: slow first batch, then faster; "
                        "pays off for videos and many same-size images.", rich_help_panel="Engine")
-PRECISION = typer.Option(Precision.auto, "--precision", help="auto: fp16/bf16 on GPUs where the model is safe, fp32 on CPU.",
-                         rich_help_panel="Engine")
+PRECISION = typer.Option(Precision.auto, "--precision", help="auto: fp16/bf16 on GPUs where the model is safe, "
+                         "fp32 on CPU. fp32 is IEEE fp32 everywhere; tf32: fp32 with TensorFloat-32 "
+                         "convolutions and matmuls (NVIDIA Ampere and later).", rich_help_panel="Engine")
 TILE = typer.Option(None, "--tile", help="Tile side in input pixels; 0 = whole image; default: whole image when it fits in memory.",
                     rich_help_panel="Engine")
 BATCH = typer.Option(1, "--batch", min=1, help="Tiles (or video frames) per forward pass.", rich_help_panel="Engine")

@@ -5,23 +5,30 @@ Asked once per engine; the rest of the engine reads the answers.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 
 import torch
 
 from ..archs.spec import ArchSpec
 from ..errors import DeviceError, UsageError
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISIONS = ("auto", "fp32", "tf32", "fp16", "bf16")
+DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' -> CUDA, then MPS, then CPU; an explicit device must exist."""
+    """'auto' -> CUDA, then MPS, then CPU; an explicit device must exist.
+
+    A GPU always comes back with its index ('cuda' -> 'cuda:N', N the current device now): an
+    unnumbered device binds to whatever device is current when each tensor is made, so the
+    network and a later call's inputs could land on different GPUs.
+    """
     name = (name or "auto").lower()
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return torch.device("cuda", torch.cuda.current_device())
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -33,10 +40,13 @@ def resolve_device(name: str = "auto") -> torch.device:
         if not torch.cuda.is_available():
             build = "a CPU-only torch build" if torch.version.cuda is None else "no visible CUDA GPU"
             raise DeviceError(f"{{--device {name}}} was requested but CUDA is not available ({build})",
-                              hint="use {--device cpu}, or install a CUDA build of torch on a machine with an NVIDIA GPU")
+                              hint="use {--device cpu}, or install a CUDA build of torch "
+                                   "on a machine with an NVIDIA GPU")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise DeviceError(f"{{--device {name}}}: only {torch.cuda.device_count()} CUDA device(s) are visible",
                               hint="use {--device cuda:0}")
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise DeviceError("{--device mps} was requested but Metal is not available", hint="use {--device cpu}")
     return device
@@ -46,14 +56,16 @@ def resolve_precision(requested: str, device: torch.device, spec: ArchSpec) -> t
     """Pick the compute dtype; returns (dtype, note for the user or None).
 
     auto: fp32 on CPU; on GPUs fp16 where the architecture is proven safe, else bf16 where safe
-    and supported, else fp32. An explicit half precision the architecture is not safe in is
-    replaced by the safe choice, with a note, rather than risking black or NaN output.
+    and supported natively, else fp32. An explicit half precision the architecture is not safe in
+    is replaced by the safe choice, with a note, rather than risking black or NaN output. fp32 is
+    IEEE fp32 everywhere; tf32 is fp32 storage with TensorFloat-32 convolutions and matmuls on
+    GPUs that have it (see `math_mode`), and plain fp32 elsewhere.
     """
     requested = (requested or "auto").lower()
     if requested not in PRECISIONS:
         raise UsageError(f"unknown precision '{requested}'", hint=f"choose one of {', '.join(PRECISIONS)}")
-    bf16_ok = spec.bf16_safe and (device.type != "cuda" or torch.cuda.is_bf16_supported())
-    if requested == "fp32" or (requested == "auto" and device.type == "cpu"):
+    bf16_ok = spec.bf16_safe and (device.type != "cuda" or bf16_native(device))
+    if requested in ("fp32", "tf32") or (requested == "auto" and device.type == "cpu"):
         return torch.float32, None
     if requested == "auto":
         if spec.fp16_safe:
@@ -68,7 +80,90 @@ def resolve_precision(requested: str, device: torch.device, spec: ArchSpec) -> t
 
 
 def dtype_name(dtype: torch.dtype) -> str:
-    return {v: k for k, v in DTYPES.items()}[dtype]
+    return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def bf16_native(device: torch.device) -> bool:
+    """Whether this GPU computes bf16 in hardware (Ampere, compute capability 8.0, and later).
+
+    ``torch.cuda.is_bf16_supported()`` asks about the current device (not necessarily this one)
+    and by default counts emulation, which on older GPUs is slower than fp32. ROCm builds report
+    their own support.
+    """
+    if device.type != "cuda":
+        return True
+    if torch.version.hip:
+        with torch.cuda.device(device):
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
+
+def tf32_capable(device: torch.device) -> bool:
+    return device.type == "cuda" and not torch.version.hip and torch.cuda.get_device_capability(device)[0] >= 8
+
+
+class _MathMode:
+    """torch's process-wide cuDNN/cuBLAS switches, saved by the first forward pass that enters and
+    restored by the last that leaves (engines of a pool run their passes in threads at once)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.users = 0
+        self.saved: tuple | None = None
+
+    @staticmethod
+    def read() -> tuple:
+        backends = torch.backends
+        if _NEW_TF32_API:
+            tf32 = (backends.cudnn.conv.fp32_precision, backends.cuda.matmul.fp32_precision)
+        else:
+            tf32 = (backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32)
+        return (*tf32, backends.cudnn.benchmark, backends.cudnn.deterministic)
+
+    @staticmethod
+    def write(conv, matmul, benchmark: bool, deterministic: bool) -> None:
+        backends = torch.backends
+        if _NEW_TF32_API:
+            backends.cudnn.conv.fp32_precision, backends.cuda.matmul.fp32_precision = conv, matmul
+        else:  # torch < 2.9: the legacy switches
+            backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32 = conv, matmul
+        backends.cudnn.benchmark, backends.cudnn.deterministic = benchmark, deterministic
+
+
+_NEW_TF32_API = hasattr(torch.backends.cudnn, "conv") and hasattr(torch.backends.cuda.matmul, "fp32_precision")
+_MATH_MODE = _MathMode()
+
+
+@contextlib.contextmanager
+def math_mode(allow_tf32: bool, autotune: bool):
+    """The process-wide cuDNN/cuBLAS switches, set for one forward pass and restored after it.
+
+    torch keeps them per process, not per module: setting them around each forward lets engines of
+    different precisions share a process (one at a time; engines that run side by side in a pool
+    share one precision). TF32 off means fp32 really is fp32 (torch's default runs convolutions in
+    TF32); ``autotune`` False keeps cuDNN's heuristic algorithm choice, the same in every process
+    on one GPU and cuDNN version, so a resumed video gets the same pixels; ``deterministic`` asks
+    for algorithms whose result does not depend on scheduling.
+    """
+    tf32 = ("tf32" if allow_tf32 else "ieee") if _NEW_TF32_API else allow_tf32
+    with _MATH_MODE.lock:
+        if _MATH_MODE.users == 0:
+            _MATH_MODE.saved = _MATH_MODE.read()
+        _MATH_MODE.users += 1
+        _MATH_MODE.write(tf32, tf32, autotune, not autotune)
+    try:
+        yield
+    finally:
+        with _MATH_MODE.lock:
+            _MATH_MODE.users -= 1
+            if _MATH_MODE.users == 0:
+                _MATH_MODE.write(*_MATH_MODE.saved)
 
 
 def available_host_bytes() -> int:
@@ -78,8 +173,14 @@ def available_host_bytes() -> int:
         return 4 << 30
 
 
+# Allocation failures inside cuDNN, cuBLAS and cuFFT do not say "out of memory".
+_OUT_OF_MEMORY_TEXTS = ("out of memory", "can't allocate memory", "cudnn_status_alloc_failed",
+                        "cublas_status_alloc_failed", "cufft_alloc_failed", "hipblas_status_alloc_failed",
+                        "miopenstatusallocfailed")
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     if isinstance(error, torch.cuda.OutOfMemoryError):
         return True
     text = str(error).lower()
-    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+    return isinstance(error, RuntimeError) and any(marker in text for marker in _OUT_OF_MEMORY_TEXTS)

@@ -8,8 +8,10 @@ tiles back together. It knows nothing of files, terminals or model ids.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -22,21 +24,22 @@ from ..archs.spec import ArchSpec
 from ..errors import LightsrError, UsageError
 from ..progress import NullReporter, Reporter
 from ..tiling import Span, blend_ramp, pick_tile_size, plan_spans
-from .devices import available_host_bytes, dtype_name, is_out_of_memory, resolve_device, resolve_precision
+from .batching import Launched, quantize_uint8, split_by_shape
+from .compiled import CompiledNetwork
+from .devices import (
+    available_host_bytes,
+    describe_device,
+    dtype_name,
+    is_out_of_memory,
+    math_mode,
+    resolve_device,
+    resolve_precision,
+    tf32_capable,
+)
 
 _SMALLEST_TILE = 32
-
-
-def _split_by_shape(chunk, row_spans, col_spans) -> list[list]:
-    """Split a run of (sorted) tile jobs where the crop shape changes: a batch must be one shape."""
-    parts: list[list] = []
-    for job in chunk:
-        shape = (row_spans[job[1]].length, col_spans[job[2]].length)
-        if parts and shape == (row_spans[parts[-1][0][1]].length, col_spans[parts[-1][0][2]].length):
-            parts[-1].append(job)
-        else:
-            parts.append([job])
-    return parts
+# Many CUDA kernels index with 32-bit integers: no tensor of a pass may reach 2^31 elements.
+_MAX_ELEMENTS = 2**31 - 1
 
 
 @dataclass
@@ -50,24 +53,12 @@ class EngineStats:
     """Side of the padded patch the network saw last (the tile plus context on both sides, aligned)."""
     fp32_fallbacks: int = 0
     oom_retries: int = 0
+    compiled_graphs: int = 0
+    """--compile: input shapes with a compiled graph (each one compiled once)."""
+    eager_shapes: int = 0
+    """--compile: input shapes past torch.compile's graph limit, run eager."""
+    graph_breaks: int = 0
     notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class _Launched:
-    """A batch of crops sent through the network; on CUDA its result may still be on its way to the host."""
-
-    crops: torch.Tensor
-    """The host crops, kept for an fp32 recomputation."""
-    result: torch.Tensor
-    """Host tensor (pinned on CUDA): float32, or uint8 when quantized on the device."""
-    finite: torch.Tensor
-    """0-dim host bool: whether the network's output was free of NaN/Inf."""
-    copied: "torch.cuda.Event | None"
-    """Set when the device-to-host copy has finished (None: the result is already complete)."""
-    quantized: bool
-    dtype: torch.dtype
-    """The precision it was computed in."""
 
 
 class Engine:
@@ -75,7 +66,7 @@ class Engine:
 
     def __init__(self, network: nn.Module, spec: ArchSpec, scale: int, *, device: str = "auto",
                  precision: str = "auto", tile: int | None = None, batch: int = 1, tta: bool = False,
-                 compile: bool = False) -> None:
+                 compile: bool = False, autotune: bool = False) -> None:
         if batch < 1:
             raise UsageError(f"{{--batch}} must be at least 1, not {batch}")
         if tile is not None and tile < 0:
@@ -84,10 +75,21 @@ class Engine:
         self.scale = scale
         self.device = resolve_device(device)
         self.dtype, precision_note = resolve_precision(precision, self.device, spec)
+        # TF32 only when asked for by name: fp32 means IEEE fp32, also in the NaN recomputation.
+        self.allow_tf32 = (precision or "").lower() == "tf32" and tf32_capable(self.device)
+        if (precision or "").lower() == "tf32" and not self.allow_tf32:
+            precision_note = "tf32 needs an NVIDIA GPU of compute capability 8.0 or later; using fp32"
+        self.autotune = autotune
+        """cuDNN autotuning (fastest algorithm per shape, measured at each new shape; may differ
+        between processes). Off by default: results then do not depend on which process ran them."""
         self.tile = tile
         self.batch = batch
         self.tta = tta
         self.stats = EngineStats(notes=[precision_note] if precision_note else [])
+        self._cuda = self.device.type == "cuda"
+        self._tiles_by_size: dict[tuple[int, int], int] = {}
+        self._network_timings: list | None = None
+        self._pinned = True
         if tile and tile < spec.min_tile:
             self.stats.notes.append(f"{spec.name} needs tiles of at least {spec.min_tile} px to match whole-image "
                                     f"quality; using {spec.min_tile} instead of {tile}")
@@ -96,26 +98,32 @@ class Engine:
         self.channels_last = spec.channels_last
         # Module.to() casts in place: keep the fp32 original for the NaN fallback.
         self._fp32_master = network
-        self._eager_network = self._place(copy.deepcopy(network) if self.dtype != torch.float32 else network, self.dtype)
+        own_copy = copy.deepcopy(network) if self.dtype != torch.float32 else network
+        self._eager_network = self._place(own_copy, self.dtype)
         self._fp32_network: nn.Module | None = self._eager_network if self.dtype == torch.float32 else None
-        # Compiled graphs are specialised to one input shape: batches are padded to `batch` crops
-        # (tiles of an image come in at most four shapes, video frames in one), so nothing recompiles per frame.
-        self._network = torch.compile(self._eager_network, dynamic=False) if compile else self._eager_network
+        # One graph per input shape: tiles of an image come in at most four shapes, video frames
+        # in one; a short last batch runs at its own size (one more graph) rather than padded
+        # with copies of its last image (which would cost the whole batch's compute).
+        self._compiled = CompiledNetwork(self._eager_network) if compile else None
         # On CUDA, results come back through pinned buffers on their own stream, so the copy of one
         # batch overlaps the computation of the next.
-        self._copy_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        self._copy_stream = torch.cuda.Stream(self.device) if self._cuda else None
         self._last_blend_weights: tuple[tuple | None, dict] = (None, {})
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # tiles have fixed shapes: autotuning pays off
 
     @property
     def precision(self) -> str:
-        return dtype_name(self.dtype)
+        return "tf32" if self.allow_tf32 else dtype_name(self.dtype)
+
+    @property
+    def device_description(self) -> str:
+        """The device with its hardware, e.g. 'cuda:1 (NVIDIA H200)': results depend on both."""
+        return describe_device(self.device)
 
     @property
     def compiled(self) -> bool:
-        """Whether torch.compile is in use (it is dropped if the compiler fails)."""
-        return self._network is not self._eager_network
+        """Whether the last forward ran a compiled graph (False without --compile, after the
+        compiler failed, or for shapes past torch.compile's graph limit)."""
+        return self._compiled is not None and self._compiled.failure is None and self._compiled.last_ran_compiled
 
     def _place(self, network: nn.Module, dtype: torch.dtype) -> nn.Module:
         network = network.to(self.device, dtype)
@@ -125,7 +133,8 @@ class Engine:
 
     # -- public ---------------------------------------------------------------------------------
 
-    def upscale(self, images: torch.Tensor, reporter: Reporter | None = None, *, to_uint8: bool = False) -> torch.Tensor:
+    def upscale(self, images: torch.Tensor, reporter: Reporter | None = None, *,
+                to_uint8: bool = False) -> torch.Tensor:
         """N x 3 x H x W (float in [0,1], or uint8) -> N x 3 x sH x sW on the CPU.
 
         The result is float32 (not clamped), or with ``to_uint8`` clamped, rounded uint8: converted
@@ -139,25 +148,61 @@ class Engine:
         images = images.detach().to("cpu")
         if images.dtype != torch.uint8:
             images = images.to(torch.float32)
-        if self.tta:
-            result = self._upscale_self_ensemble(images, reporter)
-        else:
-            result = self._upscale_with_oom_retry(images, reporter, to_uint8)
-        return _quantize(result) if to_uint8 and result.dtype != torch.uint8 else result
+        # Pinned buffers, events and streams made without a device belong to the current one:
+        # make it this engine's, or cuda:1 work would open a context on GPU 0.
+        with torch.cuda.device(self.device) if self._cuda else contextlib.nullcontext():
+            if self.tta:
+                result = self._upscale_self_ensemble(images, reporter)
+            else:
+                result = self._upscale_with_oom_retry(images, reporter, to_uint8)
+        return quantize_uint8(result) if to_uint8 and result.dtype != torch.uint8 else result
+
+    def tile_for(self, height: int, width: int) -> int:
+        """The tile this engine uses for images of this size (0 = whole image).
+
+        Chosen once per size and kept (including a smaller one that out-of-memory forced), so the
+        frames of a video, and repeated images, are all cut the same way whatever ran before.
+        """
+        if (height, width) not in self._tiles_by_size:
+            tile = self.auto_tile_size(height, width)
+            self._tiles_by_size[(height, width)] = self._within_index_limit(height, width, tile)
+        return self._tiles_by_size[(height, width)]
+
+    def use_tile(self, height: int, width: int, tile: int) -> None:
+        """Cut images of this size with ``tile`` from now on (a resumed video keeps its first run's tiling)."""
+        self._tiles_by_size[(height, width)] = tile
 
     def auto_tile_size(self, height: int, width: int) -> int:
         """Tile side for an image (0 = whole image): the whole image whenever it fits in memory."""
         if self.tile is not None:
             return self.tile
-        if self.device.type == "cuda":
+        if self._cuda:
             free, _total = torch.cuda.mem_get_info(self.device)
-            budget = int(free * 0.6)
+            # Memory torch has cached but not handed out is free to this engine too; without it,
+            # the tile would shrink after every large image and depend on what ran before.
+            cached = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
+            budget = int((free + max(cached, 0)) * 0.6)
         else:
             budget = int(available_host_bytes() * 0.35)
-        bytes_per_pixel = self.spec.activation_bytes_per_pixel * self.dtype.itemsize / 4 * self.batch
+        bytes_per_pixel = self.spec.bytes_per_pixel(self.dtype) * self.batch
         max_pixels = int(budget / max(bytes_per_pixel, 1))
+        return self._tile_within(height, width, max_pixels)
+
+    def _tile_within(self, height: int, width: int, max_pixels: int) -> int:
         patch = pick_tile_size(height, width, max_pixels, self.spec.tile_multiple, self._patch_size(_SMALLEST_TILE))
         return 0 if patch == 0 else max(_SMALLEST_TILE, patch - 2 * self.spec.tile_overlap)
+
+    def _within_index_limit(self, height: int, width: int, tile: int) -> int:
+        """``tile``, made smaller where a pass would hold a tensor of 2^31 elements or more."""
+        max_pixels = _MAX_ELEMENTS // (self.spec.widest_activation * self.batch)
+        patch = self._patch_size(tile) if tile else max(height, width)
+        pixels = min(patch, height) * min(patch, width)
+        if pixels <= max_pixels:
+            return tile
+        smaller = self._tile_within(height, width, max_pixels)
+        self.stats.notes.append(f"{height}x{width} in batches of {self.batch} passes 2^31 elements in "
+                                f"{self.spec.name}'s widest layer; using tile {smaller}")
+        return smaller
 
     def tile_spans(self, height: int, width: int, tile: int) -> tuple[list[Span], list[Span]]:
         """Where the patches of a --tile size go: (row spans, column spans) in input pixels."""
@@ -171,7 +216,7 @@ class Engine:
 
     def _upscale_with_oom_retry(self, images: torch.Tensor, reporter: Reporter, to_uint8: bool = False) -> torch.Tensor:
         height, width = images.shape[-2:]
-        tile = self.auto_tile_size(height, width)
+        tile = self.tile_for(height, width)
         while True:
             try:
                 return self._upscale_tiled(images, tile, reporter, to_uint8)
@@ -185,11 +230,14 @@ class Engine:
                     helps = ("use a smaller {--batch} or {--outscale}, or a smaller input" if on_cpu
                              else "use {--device cpu} (main memory) or a smaller {--batch}")
                     raise LightsrError("out of memory even with the smallest tile size", hint=helps) from None
-                self.stats.oom_retries += 1
-                self.stats.notes.append(f"out of memory with tile {tile or 'whole image'}; retrying with tile {smaller}")
-                tile = smaller
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
+            # Outside the handler: the traceback no longer holds the failed pass's activations,
+            # so emptying the cache can give their memory back.
+            self.stats.oom_retries += 1
+            self.stats.notes.append(f"out of memory with tile {tile or 'whole image'}; retrying with tile {smaller}")
+            tile = smaller
+            self.use_tile(height, width, tile)  # later images of this size start from what fits
+            if self._cuda:
+                torch.cuda.empty_cache()
 
     def _patch_size(self, tile: int) -> int:
         """Input patch side for a --tile (core) size: the core plus context on both sides, aligned."""
@@ -208,7 +256,7 @@ class Engine:
         jobs = sorted(((n, r, c) for n in range(count) for r in range(len(row_spans)) for c in range(len(col_spans))),
                       key=lambda job: (row_spans[job[1]].length, col_spans[job[2]].length))
         chunks = [jobs[i:i + self.batch] for i in range(0, len(jobs), self.batch)]
-        return [part for chunk in chunks for part in _split_by_shape(chunk, row_spans, col_spans)]
+        return [part for chunk in chunks for part in split_by_shape(chunk, row_spans, col_spans)]
 
     def _blend_weights(self, row_spans: list[Span], col_spans: list[Span]) -> dict[tuple[int, int], torch.Tensor]:
         """Output-resolution weights per tile; kept for the next call, since a video's frames share one tiling."""
@@ -245,7 +293,7 @@ class Engine:
             if single:
                 whole_images.append(results)  # chunks of a single tiling run over n in order
                 return
-            for (n, r, c), result in zip(chunk, results, strict=False):
+            for (n, r, c), result in zip(chunk, results, strict=True):
                 rows, cols = row_spans[r], col_spans[c]
                 output[n, :, rows.start * s:rows.stop * s, cols.start * s:cols.stop * s].addcmul_(result, ramps[(r, c)])
 
@@ -275,7 +323,7 @@ class Engine:
         On CUDA one batch stays in flight: while its result copies back to the host, the next
         batch is cropped and launched, so the device never waits for the host.
         """
-        in_flight: deque[tuple[list, _Launched]] = deque()
+        in_flight: deque[tuple[list, Launched]] = deque()
         for chunk in chunks:
             in_flight.append((chunk, self._launch(crops_of(chunk), quantize)))
             if len(in_flight) > 1 or self._copy_stream is None:
@@ -290,33 +338,35 @@ class Engine:
 
     @torch.inference_mode()
     def _launch(self, crops: torch.Tensor, quantize: bool, network: nn.Module | None = None,
-                dtype: torch.dtype | None = None) -> _Launched:
+                dtype: torch.dtype | None = None) -> Launched:
         """Send one batch of equal-size crops through the network (padded, scaled back, cropped).
 
         On the CPU the result is complete on return; on CUDA the work is queued and the result is
         on its way into a pinned host buffer: `_finish` waits for it.
         """
-        network = network or self._network
         dtype = dtype or self.dtype
         count, _channels, height, width = crops.shape
         if self._copy_stream is not None:
-            crops = crops.pin_memory()
-        x = self._to_network_range(crops.to(self.device, non_blocking=True), dtype)
+            crops = self._pin(crops)
+        x = self._to_network_range(crops.to(self.device, non_blocking=self._pinned), dtype)
         pad_h, pad_w = self._padded_size(height) - height, self._padded_size(width) - width
         if pad_h or pad_w:
             mode = "reflect" if pad_h < height and pad_w < width else "replicate"
             x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-        if network is self._network and self.compiled and count < self.batch:
-            x = torch.cat([x, x[-1:].expand(self.batch - count, -1, -1, -1)])  # the one shape compiled for
-        x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        x = x.contiguous(memory_format=memory_format)
         y = self._run(network, x)[:count, :, : height * self.scale, : width * self.scale].float()
         if self.spec.input_range != 1.0:
             y = y / self.spec.input_range
+        # A cropped fp32 output is a view with gaps: copied to the host as it is, it would go
+        # through a hidden synchronous staging copy. Dense, it goes straight into the pinned buffer.
+        if not (y.is_contiguous() or y.is_contiguous(memory_format=torch.channels_last)):
+            y = y.contiguous(memory_format=memory_format)
         finite = torch.isfinite(y.sum())  # one pass: any NaN or Inf makes the sum NaN or Inf
         if quantize:
-            y = _quantize(y)
+            y = quantize_uint8(y)
         if self._copy_stream is None:
-            return _Launched(crops, y, finite, None, quantize, dtype)
+            return Launched(crops, y, finite, None, quantize, dtype)
         return self._copy_to_host(crops, y, finite, quantize, dtype)
 
     def _to_network_range(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -330,37 +380,92 @@ class Engine:
             x = x.to(torch.float32) / 255.0
         return (x * self.spec.input_range if self.spec.input_range != 1.0 else x).to(dtype)
 
+    def _pin(self, crops: torch.Tensor) -> torch.Tensor:
+        """Page-locked copy of the crops, or the crops as they are when pinned memory runs out."""
+        if self._pinned:
+            try:
+                return crops.pin_memory()
+            except RuntimeError:
+                self._no_pinned_memory()
+        return crops
+
+    def _no_pinned_memory(self) -> None:
+        # Page-locked host memory is limited by the OS, not the GPU: smaller tiles would not help.
+        self._pinned = False
+        self.stats.notes.append("page-locked host memory is exhausted; copying through pageable memory (slower)")
+
     def _copy_to_host(self, crops: torch.Tensor, y: torch.Tensor, finite: torch.Tensor, quantize: bool,
-                      dtype: torch.dtype) -> _Launched:
+                      dtype: torch.dtype) -> Launched:
+        if self._pinned:
+            try:
+                host = torch.empty_like(y, device="cpu", pin_memory=True)
+                host_finite = torch.empty((), dtype=torch.bool, pin_memory=True)
+            except RuntimeError:
+                self._no_pinned_memory()
+        if not self._pinned:  # synchronous copies into pageable memory
+            return Launched(crops, y.to("cpu"), finite.to("cpu"), None, quantize, dtype)
+        # blocking: waiting for an event sleeps instead of spinning a CPU core the decoder and
+        # encoder threads need.
         computed = torch.cuda.Event()
         computed.record(torch.cuda.current_stream(self.device))
         stream = self._copy_stream
         stream.wait_event(computed)
         with torch.cuda.stream(stream):
-            host = torch.empty_like(y, device="cpu", pin_memory=True)
             host.copy_(y, non_blocking=True)
-            host_finite = torch.empty((), dtype=torch.bool, pin_memory=True)
             host_finite.copy_(finite, non_blocking=True)
-            copied = torch.cuda.Event()
+            copied = torch.cuda.Event(blocking=True)
             copied.record(stream)
         # The caching allocator must not hand these to the next batch before the copy has read them.
         y.record_stream(stream)
         finite.record_stream(stream)
-        return _Launched(crops, host, host_finite, copied, quantize, dtype)
+        return Launched(crops, host, host_finite, copied, quantize, dtype)
 
-    def _run(self, network: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if network is not self._network or not self.compiled:
+    def _run(self, network: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
+        """One forward pass (``network`` None: this engine's own, compiled where asked)."""
+        with math_mode(self.allow_tf32, self.autotune):
+            if self._network_timings is None:
+                return self._forward(network, x)
+            if self._cuda:  # device time of the network alone, on the stream it runs on
+                stream = torch.cuda.current_stream(self.device)
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record(stream)
+                y = self._forward(network, x)
+                end.record(stream)
+                self._network_timings.append((start, end))
+                return y
+            started = time.perf_counter()
+            y = self._forward(network, x)
+            self._network_timings.append(time.perf_counter() - started)
+            return y
+
+    def _forward(self, network: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
+        if network is not None:
             return network(x)
-        try:
-            return network(x)
-        except Exception as error:  # noqa: BLE001 - a compiler failure must not fail the run
-            if is_out_of_memory(error):
-                raise
-            self.stats.notes.append(f"torch.compile failed ({type(error).__name__}); running without it")
-            self._network = self._eager_network
+        if self._compiled is None:
             return self._eager_network(x)
+        y = self._compiled(x, self.stats.notes)
+        self.stats.compiled_graphs = len(self._compiled.shapes)
+        self.stats.eager_shapes = len(self._compiled.eager_shapes)
+        self.stats.graph_breaks = self._compiled.graph_breaks
+        return y
 
-    def _finish(self, launched: _Launched) -> torch.Tensor:
+    def network_seconds(self, work) -> float:
+        """Run ``work()`` and return the time the network itself ran during it (device time on CUDA).
+
+        Uploads, pinning, downloads, blending and conversions are left out: this is what
+        "model-only" means in `lightsr bench`.
+        """
+        self._network_timings = timings = []
+        try:
+            work()
+        finally:
+            self._network_timings = None
+        if self._cuda:
+            torch.cuda.synchronize(self.device)
+            return sum(start.elapsed_time(end) for start, end in timings) / 1000
+        return sum(timings)
+
+    def _finish(self, launched: Launched) -> torch.Tensor:
         """Wait for a launched batch; recompute it in fp32 when half precision overflowed."""
         if launched.copied is not None:
             launched.copied.synchronize()
@@ -391,8 +496,3 @@ class Engine:
                 result = torch.rot90(result, -rotations, dims=(-2, -1))
                 total = result if total is None else total + result
         return total / 8
-
-
-def _quantize(result: torch.Tensor) -> torch.Tensor:
-    """Float in [0,1] (unclamped) -> uint8, rounded half to even like numpy. Overwrites ``result``."""
-    return result.clamp_(0, 1).mul_(255).round_().to(torch.uint8)

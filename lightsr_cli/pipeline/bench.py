@@ -1,8 +1,9 @@
 """Speed measurement of one engine: model-only time on the device, and end to end from host arrays.
 
-Used by `lightsr bench` and the scripts in benchmarks/. On CUDA the model-only time comes from CUDA
-events around the forward passes; on the CPU from a monotonic clock. End to end includes the
-conversions from and to uint8 host arrays, tiling and blending: what a user's frame costs.
+Used by `lightsr bench` and the scripts in benchmarks/. Model-only is the network's forward passes
+alone (Engine.network_seconds): on CUDA from events recorded on the engine's device and stream
+around each forward, on the CPU from a monotonic clock. End to end includes the conversions from
+and to uint8 host arrays, uploads, downloads, tiling and blending: what a user's frame costs.
 """
 
 from __future__ import annotations
@@ -30,7 +31,11 @@ class BenchResult:
     model_ms_per_frame: float
     end_to_end_ms_per_frame: float
     peak_memory_mb: float
-    """CUDA: peak allocated by torch; CPU: the process's peak resident set (includes everything)."""
+    """CUDA: peak allocated by torch in the timed runs (after warm-up and autotuning); CPU: the
+    process's peak resident set (includes everything)."""
+    compiled_graphs: int = 0
+    """--compile: graphs compiled (one per input shape); 0 without it."""
+    graph_breaks: int = 0
 
     @property
     def output_megapixels_per_second(self) -> float:
@@ -57,22 +62,8 @@ def _synchronize(device: torch.device) -> None:
 
 
 def time_model(engine: Engine, frames: torch.Tensor, repeats: int) -> float:
-    """Median seconds per call of the engine's upscale on a prepared batch (host tensor in, host out)."""
-    device = engine.device
-    samples = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            engine.upscale(frames)
-            end.record()
-            torch.cuda.synchronize(device)
-            samples.append(start.elapsed_time(end) / 1000)
-        else:
-            started = time.perf_counter()
-            engine.upscale(frames)
-            samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
+    """Median seconds per call that the network itself runs (uploads, downloads, blending left out)."""
+    return statistics.median(engine.network_seconds(lambda: engine.upscale(frames)) for _ in range(repeats))
 
 
 def benchmark(engine: Engine, output_width: int, output_height: int, warmup: int = 1, repeats: int = 3) -> BenchResult:
@@ -81,11 +72,12 @@ def benchmark(engine: Engine, output_width: int, output_height: int, warmup: int
     frame = synthetic_frame(height, width)
     batch = engine.batch
     frames = torch.from_numpy(np.stack([frame] * batch).astype(np.float32) / 255).permute(0, 3, 1, 2).contiguous()
-    if engine.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(engine.device)
     for _ in range(warmup):
         engine.upscale(frames)
     _synchronize(engine.device)
+    if engine.device.type == "cuda":
+        # After the warm-up: autotuning workspaces and compilation are not what a frame needs.
+        torch.cuda.reset_peak_memory_stats(engine.device)
     model_seconds = time_model(engine, frames, repeats) / batch
     samples = []
     for _ in range(repeats):
@@ -99,4 +91,5 @@ def benchmark(engine: Engine, output_width: int, output_height: int, warmup: int
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return BenchResult((width * scale, height * scale), batch, engine.stats.tile, str(engine.device),
-                       engine.precision, model_seconds * 1000, end_to_end * 1000, peak)
+                       engine.precision, model_seconds * 1000, end_to_end * 1000, peak,
+                       engine.stats.compiled_graphs, engine.stats.graph_breaks)

@@ -82,15 +82,23 @@ class PartsFolder:
         return self.folder / f"joined{self.suffix}"
 
     def start(self, resume: bool) -> int:
-        """Prepare the folder; returns how many leading segments are already finished."""
+        """Prepare the folder; returns how many leading segments are already finished.
+
+        Resuming adopts the first run's tile (``plan["tile"]``): it came from the free memory of
+        that run, and the rest of the video must be cut the same way.
+        """
         manifest = self.folder / "plan.json"
         if resume and manifest.is_file():
             try:
-                same_plan = json.loads(manifest.read_text()) == self.plan
-            except (OSError, ValueError):
+                old_plan = json.loads(manifest.read_text())
+                same_plan = {**old_plan, "tile": None} == {**self.plan, "tile": None} and "tile" in old_plan
+            except (OSError, ValueError, TypeError):
                 same_plan = False
-            if not same_plan:
-                raise LightsrError(f"cannot resume {self.folder.name}: it was started with other settings or another source",
+            if same_plan:
+                self.plan["tile"] = old_plan["tile"]
+            else:
+                raise LightsrError(f"cannot resume {self.folder.name}: it was started with other settings, "
+                                   "another source or on another device",
                                    hint="run without {--resume} to start over (the old segments are replaced)")
             finished = 0
             while self.segment(finished).is_file():
@@ -122,7 +130,11 @@ class PartsFolder:
 
 def _plan_of(job: Job, info: video.VideoInfo, pool: EnginePool, settings: VideoSettings, outscale: float | None,
              per_segment: int) -> dict:
-    """Everything that must match for finished segments to be reused by --resume."""
+    """Everything that must match for finished segments to be reused by --resume.
+
+    The devices are named with their hardware (another GPU model or the CPU computes other
+    rounding), and the tile is the one actually used, not the one asked for (None: automatic).
+    """
     engine = pool.primary
     stat = job.source.stat()
     return {
@@ -131,6 +143,8 @@ def _plan_of(job: Job, info: video.VideoInfo, pool: EnginePool, settings: VideoS
         "scale": engine.scale, "outscale": outscale, "precision": engine.precision, "tta": engine.tta,
         "encode": asdict(settings.encode),
         "engine": hashlib.sha256(f"{engine.spec.name}{engine.tile}".encode()).hexdigest()[:12],
+        "devices": [e.device_description for e in pool.engines], "autotune": engine.autotune,
+        "tile": engine.tile_for(info.height, info.width),
     }
 
 
@@ -260,6 +274,8 @@ def _upscale_video(pool: EnginePool, job: Job, output: OutputSettings, settings:
     per_segment = max(1, round(settings.segment_seconds * info.frame_rate))
     parts = PartsFolder(job.target, _plan_of(job, info, pool, settings, outscale, per_segment))
     first_segment = parts.start(settings.resume)
+    for each in pool.engines:  # every frame, on every device, cut the same way
+        each.use_tile(info.height, info.width, parts.plan["tile"])
     start_frame = min(first_segment * per_segment, info.frame_count)
     if start_frame:
         reporter.note(f"resuming {job.source.name} at frame {start_frame} of {info.frame_count}")

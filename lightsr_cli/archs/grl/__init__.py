@@ -94,6 +94,14 @@ SPEC = ArchSpec(
     bf16_safe=True,
     prepare_state_dict=prepare_state_dict,
     detect=detect,
+    # Peak activation memory per LR pixel (benchmarks/memory_estimates.py, CPU peak RSS slope
+    # between 64^2 and 128^2 inputs): GRL-tiny 29.7 KB fp32 / 27.1 KB bf16, GRL-small 26.7 / 24.8 KB.
+    # The attention logits and softmax stay fp32 in bf16 and dominate, so bf16 saves little. GRL-base
+    # has 3 heads to their 2 (1.5x the logits): ~45 / ~41 KB, plus ~8% headroom.
+    activation_bytes_per_pixel=49152,
+    half_activation_bytes_per_pixel=45056,
+    # Attention logits of GRL-base: 3 heads x 1024 tokens (32x32 window) per pixel, fp32.
+    widest_activation=3072,
     paper=facts.GRL.paper,
 )
 
