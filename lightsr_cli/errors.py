@@ -17,6 +17,9 @@ Hierarchy::
           VideoEncodeError            ffmpeg could not encode or join
             StreamCopyError             an audio/subtitle stream the container cannot hold
       OutputError                 an output that exists already or cannot be written
+        OutputExistsError           the output exists (perhaps written by another run a moment ago)
+        TargetBusyError             another run is writing the same output right now
+      LimitError                  an input or output larger than the pixel limits allow
       ModelError                  unknown model, missing scale, unrecognised checkpoint
       WeightsError                a checkpoint that cannot be found, fetched, verified or loaded
       DeviceError                 a device that is not available
@@ -99,6 +102,18 @@ class InputError(LightsrError):
 
 class OutputError(LightsrError):
     """An output that exists already or cannot be written."""
+
+
+class OutputExistsError(OutputError):
+    """The output exists and may not be replaced (perhaps another run finished it a moment ago)."""
+
+
+class TargetBusyError(OutputError):
+    """Another process (or another job of this run) holds the lock on the same output."""
+
+
+class LimitError(LightsrError):
+    """An input or output with more pixels than the configured limits allow (checked before decoding)."""
 
 
 class ModelError(LightsrError):

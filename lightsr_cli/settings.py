@@ -6,6 +6,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import UsageError
+
+DEFAULT_MAX_INPUT_MEGAPIXELS = 100.0
+"""About 12000 x 8300: every camera photo and most panoramas; decoded as 16-bit RGBA it takes 800 MB."""
+DEFAULT_MAX_OUTPUT_MEGAPIXELS = 400.0
+"""A 24 MP photo at x4 (384 MP) fits; the result alone then takes 1.2 GB (8-bit RGB), 2.4 GB at 16 bits."""
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -15,10 +22,27 @@ class Settings:
     """LIGHTSR_WEIGHTS_MIRROR: a directory or base URL laid out as <ARCH>/<file>."""
     offline: bool
     """LIGHTSR_OFFLINE=1: never touch the network."""
+    max_input_megapixels: float = DEFAULT_MAX_INPUT_MEGAPIXELS
+    """LIGHTSR_MAX_INPUT_MEGAPIXELS: larger inputs are refused before they are decoded."""
+    max_output_megapixels: float = DEFAULT_MAX_OUTPUT_MEGAPIXELS
+    """LIGHTSR_MAX_OUTPUT_MEGAPIXELS: larger results are refused before any work starts."""
 
 
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _megapixels(name: str, default: float) -> float:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise UsageError(f"{name}={text} is not a positive number of megapixels", hint=f"e.g. {name}={default:g}")
+    return value
 
 
 def read_settings() -> Settings:
@@ -30,4 +54,6 @@ def read_settings() -> Settings:
 
         cache_dir = Path(user_cache_dir("lightsr", appauthor=False)) / "weights"
     mirror = os.environ.get("LIGHTSR_WEIGHTS_MIRROR") or None
-    return Settings(cache_dir=cache_dir, weights_mirror=mirror, offline=_truthy(os.environ.get("LIGHTSR_OFFLINE")))
+    return Settings(cache_dir=cache_dir, weights_mirror=mirror, offline=_truthy(os.environ.get("LIGHTSR_OFFLINE")),
+                    max_input_megapixels=_megapixels("LIGHTSR_MAX_INPUT_MEGAPIXELS", DEFAULT_MAX_INPUT_MEGAPIXELS),
+                    max_output_megapixels=_megapixels("LIGHTSR_MAX_OUTPUT_MEGAPIXELS", DEFAULT_MAX_OUTPUT_MEGAPIXELS))

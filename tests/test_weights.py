@@ -157,6 +157,15 @@ def test_broken_http_mirror_falls_back_to_official_url(server, cache_dir):
     assert any("HTTP 404" in note and "trying the official URL" in note for note in reporter.notes)
 
 
+def test_mirror_and_official_failing_name_both_failures_in_the_message(server, cache_dir):
+    server.default = Fault.NOT_FOUND
+    with pytest.raises(WeightsError) as caught:
+        ensure_weights(served(server), settings=settings_for(cache_dir, mirror=server.url), policy=FAST)
+    message = caught.value.message
+    assert message.count("HTTP 404") == 2 and "the mirror failed first" in message
+    assert "mirror failed" not in (caught.value.hint or "")
+
+
 def test_mirror_that_is_not_a_folder_is_a_clear_error(cache_dir, tmp_path):
     with pytest.raises(WeightsError) as caught:
         ensure_weights(get_card(CARD_ID), settings=settings_for(cache_dir, mirror=str(tmp_path / "nope")))
@@ -216,7 +225,7 @@ def test_wrong_announced_size_fails_at_once(server, cache_dir, fault, announced)
     server.default = fault
     with pytest.raises(WeightsError) as caught:
         ensure_weights(served(server), settings=settings_for(cache_dir), policy=FAST)
-    assert f"announces {announced} bytes but the file has 615486" in caught.value.message
+    assert f"announces {announced} bytes but the model card expects 615486" in caught.value.message
     assert "different bytes" in caught.value.hint
     assert len(server.requests) == 1 and leftovers(cache_dir) == []
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 from typing import Any
 
 from rich.console import Console
@@ -67,11 +68,23 @@ class RateColumn(ProgressColumn):
         return Text(f"{task.speed:.1f} {unit}/s", style="progress.data.speed")
 
 
+def about(subject: str, message: str) -> str:
+    """A failure message shown after its subject, without repeating the subject's path.
+
+    "cannot decode in/x.png: truncated" after "in/x.png: " reads "cannot decode: truncated".
+    """
+    if not subject or subject not in message:
+        return message
+    shorter = message.replace(f" {subject}:", ":").replace(f" {subject}", "").replace(subject, "it")
+    return shorter.strip().rstrip(":") or message
+
+
 class RichReporter:
     """The CLI's Reporter: one live rich display on stderr with a bar per open task."""
 
-    def __init__(self, quiet: bool = False) -> None:
+    def __init__(self, quiet: bool = False, debug: bool = False) -> None:
         self.quiet = quiet
+        self.debug = debug
         self._progress = Progress(
             TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
             RateColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
@@ -94,12 +107,15 @@ class RichReporter:
         return _RichTask(progress, progress.add_task(description, total=total, unit=unit))
 
     def note(self, message: str) -> None:
-        if not self.quiet or message.startswith(("error", "hint")):
+        if not self.quiet or message.startswith(("error", "hint", "warning")):
             self._progress.console.print(message, markup=False, highlight=False, soft_wrap=True)
 
     def failed(self, subject: str, error: LightsrError) -> None:
         message, hint = error.for_cli()
-        self.note(f"error: {subject}: {message}")
+        if self.debug and error.__cause__ is not None:  # an unexpected exception caught at a per-file boundary
+            self._progress.console.print("".join(traceback.format_exception(error.__cause__)), markup=False,
+                                         highlight=False, soft_wrap=True)
+        self.note(f"error: {subject}: {about(subject, message)}")
         if hint:
             self.note(f"hint: {hint}")
 

@@ -11,7 +11,7 @@ from ..checkpoints import resolve_card
 from ..errors import UsageError
 from . import options
 from .handling import handles_errors
-from .render import RichReporter, print_json, stderr
+from .render import RichReporter, about, print_json, stderr
 
 
 @handles_errors
@@ -53,6 +53,12 @@ def upscale(
                                           rich_help_panel="Video"),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted video from its last finished segment.",
                                 rich_help_panel="Video"),
+    max_input_megapixels: Optional[float] = typer.Option(
+        None, "--max-input-megapixels", min=0.000001, help="Refuse larger inputs before decoding them (default 100, "
+        "or LIGHTSR_MAX_INPUT_MEGAPIXELS).", rich_help_panel="Limits"),
+    max_output_megapixels: Optional[float] = typer.Option(
+        None, "--max-output-megapixels", min=0.000001, help="Refuse jobs whose result is larger (default 400, "
+        "or LIGHTSR_MAX_OUTPUT_MEGAPIXELS).", rich_help_panel="Limits"),
 ) -> None:
     """Upscale images (PNG, JPEG, WebP, BMP, TIFF) and videos; folders and globs too."""
     if scale is not None and scale not in (2, 3, 4):
@@ -67,14 +73,18 @@ def upscale(
 
     from ..media.video import VideoEncodeSettings
     from ..pipeline.images import OutputSettings
+    from ..pipeline.limits import PixelLimits
     from ..pipeline.loading import EngineSettings, load_pool
     from ..pipeline.run import run_jobs
     from ..pipeline.video import VideoSettings
 
     engine_settings = EngineSettings(device=device, precision=precision.value, tile=tile, batch=batch, tta=tta,
                           compile=compile_network)
-    settings = OutputSettings(image_format=rule.image_format, quality=quality, outscale=outscale, overwrite=overwrite)
-    with RichReporter(quiet=quiet) as reporter:
+    limits = _pixel_limits(max_input_megapixels, max_output_megapixels, PixelLimits)
+    settings = OutputSettings(image_format=rule.image_format, quality=quality, outscale=outscale, overwrite=overwrite,
+                              skip_existing=skip_existing, limits=limits)
+    debug = bool((ctx.find_root().obj or {}).get("debug"))
+    with RichReporter(quiet=quiet, debug=debug) as reporter:
         pool = load_pool(card, engine_settings, reporter, weights_path=weights_file)
         for note in pool.notes:
             reporter.note(f"note: {note}")
@@ -91,14 +101,25 @@ def upscale(
         raise typer.Exit(1)
 
 
+def _pixel_limits(max_input: float | None, max_output: float | None, limits_type):
+    """The options where given, else the environment (settings.py), else the documented defaults."""
+    from ..settings import read_settings
+
+    settings = read_settings()
+    return limits_type(max_input if max_input is not None else settings.max_input_megapixels,
+                       max_output if max_output is not None else settings.max_output_megapixels)
+
+
 def _summary_dict(summary, card, pool) -> dict:
     seconds = summary.seconds
     engine = pool.primary
     return {
         "model": card.id, "arch": card.arch, "scale": card.scale,
         "device": pool.device_names, "precision": engine.precision,
-        "tile": engine.stats.tile, "batch": engine.batch, "tta": engine.tta, "compiled": engine.compiled,
-        "files": len(summary.done), "failed": [{"input": str(j.source), "error": e.for_cli()[0]} for j, e in summary.failed],
+        "tile": engine.tile if engine.tile is not None else engine.stats.tile,  # the tile asked for
+        "batch": engine.batch, "tta": engine.tta, "compiled": engine.compiled,
+        "files": len(summary.done),
+        "failed": [{"input": str(j.source), "error": about(str(j.source), e.for_cli()[0])} for j, e in summary.failed],
         "skipped": [str(j.source) for j in summary.skipped],
         "outputs": [str(j.target) for j in summary.done],
         "megapixels_in": round(summary.megapixels_in, 6), "megapixels_out": round(summary.megapixels_out, 6),

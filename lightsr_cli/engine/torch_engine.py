@@ -225,8 +225,11 @@ class Engine:
                     raise
                 smaller = max(_SMALLEST_TILE, (tile or max(height, width)) // 2)
                 if tile and smaller >= tile:
-                    raise LightsrError("out of memory even with the smallest tile size",
-                                       hint="use {--device cpu} or a smaller {--batch}") from None
+                    # On the CPU the whole input and result must fit in RAM: only a smaller job helps there.
+                    on_cpu = self.device.type == "cpu"
+                    helps = ("use a smaller {--batch} or {--outscale}, or a smaller input" if on_cpu
+                             else "use {--device cpu} (main memory) or a smaller {--batch}")
+                    raise LightsrError("out of memory even with the smallest tile size", hint=helps) from None
             # Outside the handler: the traceback no longer holds the failed pass's activations,
             # so emptying the cache can give their memory back.
             self.stats.oom_retries += 1

@@ -1,6 +1,6 @@
 """Read and write images as numpy arrays. No torch.
 
-Arrays are H x W (gray), H x W x 3 (RGB) or H x W x 4 (RGBA), uint8 or uint16, upright (EXIF
+Arrays are H x W (gray), H x W x 2 (gray+alpha), H x W x 3 (RGB) or H x W x 4 (RGBA), uint8 or uint16, upright (EXIF
 orientation applied), in RGB channel order. Writes go to a temp file beside the target and are
 renamed into place only when complete; without ``overwrite`` an existing file is never replaced.
 """
@@ -8,6 +8,8 @@ renamed into place only when complete; without ``overwrite`` an existing file is
 from __future__ import annotations
 
 import struct
+import threading
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import numpy as np
 
 from .. import fs
 from ..errors import InputError, OutputError
+from . import headers
 
 IMAGE_EXTENSIONS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".bmp": "bmp",
                     ".tif": "tiff", ".tiff": "tiff"}
@@ -37,23 +40,82 @@ def image_format(path: Path) -> str:
 
 # -- reading --------------------------------------------------------------------------------------
 
-def read_image(path: Path) -> np.ndarray:
-    """The image at ``path`` as an upright RGB/RGBA/gray uint8 or uint16 array."""
+def read_image(path: Path, max_pixels: int | None = None) -> np.ndarray:
+    """The image at ``path`` as an upright RGB/RGBA/gray(+alpha) uint8 or uint16 array.
+
+    With ``max_pixels``, an image whose header claims more pixels is refused before decoding.
+    """
+    data = read_image_bytes(path)
+    header = headers.read_header(data)
+    if max_pixels is not None and header is not None and header.pixels > max_pixels:
+        raise InputError(f"{path.name} is {header.width}x{header.height}, more than {max_pixels / 1e6:g} megapixels")
+    return decode_image(data, path, header)
+
+
+def read_image_bytes(path: Path) -> bytes:
+    """The bytes of an image file, with an error that says what is wrong with the path."""
     image_format(path)
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise InputError(f"no such file: {path}") from None
     except IsADirectoryError:
         raise InputError(f"{path} is a folder, not an image") from None
     except OSError as error:
         raise InputError(f"cannot read {path}: {error.strerror or error}") from None
-    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+
+
+def decode_image(data: bytes, path: Path, header: headers.ImageHeader | None = None) -> np.ndarray:
+    """Decode an image file's bytes (``path`` names it in errors); the first frame or page only."""
+    try:
+        with _opencv_quiet:
+            pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    except cv2.error as error:  # e.g. a header size beyond OpenCV's own limit
+        raise InputError(f"cannot decode {path}: {_cv2_reason(error)}",
+                         hint="check that the file opens in an image viewer") from None
     if pixels is None or pixels.size == 0:
         raise InputError(f"cannot decode {path}: the file is empty, truncated or not a valid image",
                          hint="check that the file opens in an image viewer")
     pixels = _to_rgb_order(_to_supported_depth(pixels, path))
+    if header is not None and header.gray_alpha and pixels.ndim == 3 and pixels.shape[2] == 4:
+        pixels = np.ascontiguousarray(pixels[:, :, [0, 3]])  # OpenCV expands gray+alpha to RGBA
     return apply_orientation(pixels, read_exif_orientation(data))
+
+
+class _OpenCVQuiet:
+    """Silences OpenCV's own '[ WARN ]' lines while we decode: every failure becomes our error anyway.
+
+    OpenCV's log level is process-wide, so overlapping sections (one per device thread) are
+    counted and the level the first one found is restored when the last one ends.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved = 0
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._depth == 0:
+                self._saved = cv2.utils.logging.getLogLevel()
+                cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+            self._depth += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0:
+                cv2.utils.logging.setLogLevel(self._saved)
+
+
+_opencv_quiet = _OpenCVQuiet()
+
+
+def _cv2_reason(error: cv2.error) -> str:
+    """OpenCV's message without its source location: '... error: (-215:Assertion failed) x in f' -> 'x'."""
+    text = str(error).strip().splitlines()[-1] if str(error).strip() else "OpenCV error"
+    text = text.split(") ", 1)[1] if text.count(")") and "error: (" in text else text
+    return text.split(" in function ")[0].strip() or "OpenCV error"
 
 
 def _to_supported_depth(pixels: np.ndarray, path: Path) -> np.ndarray:
@@ -161,6 +223,12 @@ def encode_image(pixels: np.ndarray, options: ImageEncodeSettings) -> bytes:
     """Encode an RGB/RGBA/gray array; 16-bit data goes to 8-bit only for formats that cannot hold it."""
     if options.format in _EIGHT_BIT_ONLY and pixels.dtype == np.uint16:
         pixels = np.round(pixels.astype(np.float32) / 257.0).astype(np.uint8)
+    if pixels.ndim == 3 and pixels.shape[2] == 2:
+        if options.format == "png":
+            return _gray_alpha_png(pixels)
+        # Other formats hold no gray+alpha: equal colour channels (or gray alone for JPEG).
+        gray, alpha = pixels[:, :, 0], pixels[:, :, 1]
+        pixels = gray if options.format == "jpeg" else np.dstack([gray, gray, gray, alpha])
     if options.format == "jpeg" and pixels.ndim == 3 and pixels.shape[2] == 4:
         pixels = pixels[:, :, :3]  # JPEG has no alpha channel
     if pixels.ndim == 3 and pixels.shape[2] == 3:
@@ -179,6 +247,22 @@ def encode_image(pixels: np.ndarray, options: ImageEncodeSettings) -> bytes:
     if not ok:
         raise OutputError(f"could not encode the result as {options.format}")
     return buffer.tobytes()
+
+
+def _gray_alpha_png(pixels: np.ndarray) -> bytes:
+    """A gray+alpha PNG (colour type 4), which OpenCV cannot write; 8 or 16 bits per sample."""
+    height, width = pixels.shape[:2]
+    depth = 16 if pixels.dtype == np.uint16 else 8
+    samples = pixels.astype(">u2") if depth == 16 else pixels
+    rows = np.zeros((height, 1 + samples[0].nbytes), np.uint8)  # filter byte 0 before each row
+    rows[:, 1:] = samples.reshape(height, -1).view(np.uint8)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, depth, 4, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
+            + chunk(b"IEND", b""))
 
 
 def write_image(path: Path, pixels: np.ndarray, options: ImageEncodeSettings, overwrite: bool = False) -> None:

@@ -55,6 +55,8 @@ def benchmark_pairs(dataset: Path, scale: int) -> list[tuple[Path, Path]]:
 
 def as_rgb(pixels: np.ndarray) -> np.ndarray:
     """Benchmark convention: gray images become three equal channels; alpha is dropped."""
+    if pixels.ndim == 3 and pixels.shape[2] == 2:  # gray + alpha
+        pixels = pixels[:, :, 0]
     if pixels.ndim == 2:
         return np.repeat(pixels[:, :, None], 3, axis=2)
     return pixels[:, :, :3]

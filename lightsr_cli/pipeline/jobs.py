@@ -7,7 +7,9 @@ folder trees under an output folder, names outputs with the suffix, and finds ev
 
 from __future__ import annotations
 
-import glob
+import os
+import re
+import stat
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -67,17 +69,14 @@ def output_name(source: Path, rule: NamingRule) -> str:
 
 def _expand_input(text: str, recursive: bool) -> tuple[list[Path], Path | None]:
     """Files for one INPUT argument and the root that output trees mirror from (None for a lone file)."""
-    if any(char in text for char in _GLOB_CHARS) and not Path(text).exists():
-        matches = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+    if any(char in text for char in _GLOB_CHARS) and not os.path.lexists(text):
+        root, matches = _glob_files(text)
         if not matches:
             raise InputError(f"no files match '{text}'", hint="check the pattern; quote it so the shell does not expand it")
-        root = Path(text.split("*")[0].split("?")[0].split("[")[0] or ".")
-        root = root if root.is_dir() else root.parent
         return [p for p in matches if media_kind(p)], root
     path = Path(text)
     if path.is_dir():
-        pattern = "**/*" if recursive else "*"
-        files = sorted(p for p in path.glob(pattern) if p.is_file() and media_kind(p) and not p.name.startswith("."))
+        files = [p for p in _walk_files(path, recursive) if media_kind(p)]
         return files, path
     if path.is_file():
         if media_kind(path) is None:
@@ -85,7 +84,87 @@ def _expand_input(text: str, recursive: bool) -> tuple[list[Path], Path | None]:
             raise InputError(f"unsupported file type '{path.suffix or path.name}': {path}",
                              hint=f"supported: {', '.join(supported)}")
         return [path], None
-    raise InputError(f"no such file or folder: {text}")
+    raise InputError(_not_a_file(path))
+
+
+def _not_a_file(path: Path) -> str:
+    """What is at a path that is neither a file nor a folder (or nothing at all)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return f"no such file or folder: {path}" if not os.path.lexists(path) else f"{path} is a broken link"
+    except OSError as error:
+        return f"cannot read {path}: {error.strerror or error}"
+    kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+    return f"{path} is {kind}, not an image, video or folder"
+
+
+def _walk_files(root: Path, recursive: bool) -> list[Path]:
+    """Regular, non-hidden files under ``root`` (all levels when ``recursive``), sorted.
+
+    Symlinked folders are not entered (a link loop such as sub/up -> .. would never end), and a
+    file reached twice (a symlinked file beside its target) is listed once.
+    """
+    found: list[Path] = []
+    for folder, subfolders, names in os.walk(root, followlinks=False):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".")) if recursive else []
+        found.extend(Path(folder, name) for name in names if not name.startswith("."))
+    return _each_file_once(sorted(p for p in found if p.is_file()))
+
+
+def _each_file_once(paths: list[Path]) -> list[Path]:
+    seen: set[tuple[int, int]] = set()
+    unique = []
+    for path in paths:
+        identity = (path.stat().st_dev, path.stat().st_ino)
+        if identity not in seen:
+            seen.add(identity)
+            unique.append(path)
+    return unique
+
+
+def _glob_files(pattern: str) -> tuple[Path, list[Path]]:
+    """Files matching a quoted glob, and the folder before its first wildcard (the tree's root).
+
+    Matched by walking that folder like -r does (no symlinked folders, each file once); ``**``
+    spans any number of folders, ``*`` and ``?`` stay within one name, hidden names need a
+    pattern that starts with a dot.
+    """
+    parts = Path(pattern).parts
+    first_wild = next(i for i, part in enumerate(parts) if any(c in part for c in _GLOB_CHARS))
+    root = Path(*parts[:first_wild]) if first_wild else Path(".")
+    wild = parts[first_wild:]
+    matcher = re.compile("".join(_glob_part_regex(part, last=i == len(wild) - 1) for i, part in enumerate(wild)))
+    recursive = len(wild) > 1 or "**" in wild[0]
+    matches = [p for p in _walk_files(root, recursive) if matcher.fullmatch(p.relative_to(root).as_posix())]
+    return root, matches
+
+
+def _glob_part_regex(part: str, last: bool) -> str:
+    """One path component of a glob as a regex; a hidden name matches only a pattern starting with '.'."""
+    if part == "**":
+        return "(?:[^/.][^/]*/)*" + ("[^/.][^/]*" if last else "")
+    body, index = "" if part.startswith(".") else "(?!\\.)", 0
+    while index < len(part):
+        char = part[index]
+        closing = part.find("]", index + 2) if char == "[" else -1
+        if char == "*":
+            body += "[^/]*"
+        elif char == "?":
+            body += "[^/]"
+        elif closing != -1:
+            inside = part[index + 1:closing]
+            body += "[" + ("^" + inside[1:] if inside.startswith("!") else inside).replace("\\", "\\\\") + "]"
+            index = closing
+        else:
+            body += re.escape(char)
+        index += 1
+    return body + ("" if last else "/")
+
+
+def _has_subfolders(inputs: list[str]) -> bool:
+    return any(Path(text).is_dir() and any(p.is_dir() for p in Path(text).iterdir()) for text in inputs)
 
 
 def _looks_like_file(output: Path) -> bool:
@@ -96,13 +175,17 @@ def plan_jobs(inputs: list[str], output: Path | None, rule: NamingRule, recursiv
               overwrite: bool, skip_existing: bool) -> Plan:
     if overwrite and skip_existing:
         raise UsageError("{--overwrite} and {--skip-existing} cannot be used together")
+    if any(separator in rule.suffix for separator in ("/", "\\", os.sep)) or ".." in rule.suffix:
+        raise UsageError(f"{{--suffix}} '{rule.suffix}' holds a path separator or '..'",
+                         hint="the suffix only extends the file name; use {-o} to choose a folder")
     sources: list[tuple[Path, Path | None]] = []
     for text in inputs:
         files, root = _expand_input(text, recursive)
         sources.extend((f, root) for f in files)
     if not sources:
         raise InputError(f"no images or videos found in {', '.join(inputs)}",
-                         hint="pass -r to look into subfolders" if not recursive else None)
+                         hint="pass {--recursive} to look into subfolders"
+                         if not recursive and _has_subfolders(inputs) else None)
     single_file_target = output is not None and _looks_like_file(output)
     if single_file_target and len(sources) > 1:
         raise UsageError(f"-o {output} names one file but there are {len(sources)} inputs",
@@ -124,16 +207,28 @@ def _job_for(source: Path, root: Path | None, output: Path | None, rule: NamingR
 
 
 def _drop_own_outputs(jobs: list[Job], output: Path | None) -> list[Job]:
-    """A folder upscaled in place holds earlier results (photo_x4.png): never feed them back in."""
-    targets = {job.target.resolve() for job in jobs}
-    return [job for job in jobs if job.source.resolve() not in targets]
+    """A folder upscaled in place holds earlier results (photo_x4.png): never feed them back in.
+
+    Only another job's output is dropped; a job whose output is its own input stays, so that the
+    conflict check refuses it instead of silently doing nothing.
+    """
+    targets = {job.target.resolve(): job for job in jobs}
+    return [job for job in jobs if targets.get(job.source.resolve(), job) is job]
+
+
+def _same_file(target: Path, source: Path) -> bool:
+    """A hard link (or a case-insensitive spelling) of the input is the input."""
+    try:
+        return target.exists() and os.path.samefile(target, source)
+    except OSError:
+        return False
 
 
 def _check_conflicts(jobs: list[Job], overwrite: bool, skip_existing: bool) -> Plan:
     seen: dict[Path, Path] = {}
     for job in jobs:
         target = job.target.resolve()
-        if target == job.source.resolve():
+        if target == job.source.resolve() or _same_file(job.target, job.source):
             raise OutputError(f"the output would replace its input: {job.source}",
                               hint="use {-o} to write elsewhere or a non-empty {--suffix}")
         if target in seen:

@@ -17,7 +17,8 @@ from ..progress import Reporter
 
 def upscale_rgb(engine: Engine, frames: np.ndarray, reporter: Reporter | None = None) -> np.ndarray:
     """N x H x W x 3 uint8 or uint16 RGB -> N x sH x sW x 3 of the same dtype, rounded and clipped."""
-    frames = np.ascontiguousarray(frames)
+    # torch.from_numpy warns (on stderr) for read-only arrays, e.g. frames straight from a byte buffer.
+    frames = np.require(frames, requirements=["C_CONTIGUOUS", "WRITEABLE"])
     if frames.dtype == np.uint8:
         result = engine.upscale(torch.from_numpy(frames).permute(0, 3, 1, 2), reporter, to_uint8=True)
         return np.ascontiguousarray(result.permute(0, 2, 3, 1).numpy())
@@ -32,7 +33,7 @@ def upscale_image(engine: Engine, rgb: np.ndarray, reporter: Reporter | None = N
 
 
 def upscale_pixels(engine: Engine, pixels: np.ndarray, reporter: Reporter | None = None) -> np.ndarray:
-    """Upscale a gray, RGB or RGBA uint8/uint16 image; same channels and depth out.
+    """Upscale a gray, gray+alpha, RGB or RGBA uint8/uint16 image; same channels and depth out.
 
     Gray goes through the network as three equal channels; alpha goes through it as its own gray
     image (so edges of cut-outs stay sharp) unless it is constant, when it is simply extended.
@@ -40,9 +41,10 @@ def upscale_pixels(engine: Engine, pixels: np.ndarray, reporter: Reporter | None
     if pixels.ndim == 2:
         result = upscale_image(engine, np.repeat(pixels[:, :, None], 3, axis=2), reporter)
         return np.round(result.astype(np.float32).mean(axis=2)).astype(pixels.dtype)
-    if pixels.shape[2] == 4:
-        color = upscale_pixels(engine, np.ascontiguousarray(pixels[:, :, :3]), reporter)
-        alpha = pixels[:, :, 3]
+    if pixels.shape[2] in (2, 4):  # colour (or gray) + alpha
+        color = upscale_pixels(engine, np.ascontiguousarray(pixels[:, :, 0] if pixels.shape[2] == 2
+                                                            else pixels[:, :, :3]), reporter)
+        alpha = pixels[:, :, -1]
         if alpha.min() == alpha.max():
             upscaled_alpha = np.full(color.shape[:2], alpha.flat[0], dtype=pixels.dtype)
         else:

@@ -1,5 +1,10 @@
 """Every job of a run: images spread over the devices, videos one after another; a job that fails
-is recorded and the others still run."""
+is recorded and the others still run.
+
+Each job runs inside a boundary that no exception crosses except KeyboardInterrupt (and other
+BaseExceptions such as SystemExit): whatever a library raises for one bad file (an OpenCV
+assertion, a MemoryError) becomes that file's failure, named by its exception type.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..engine import Engine, EnginePool
-from ..errors import LightsrError
+from ..errors import LightsrError, OutputExistsError, TargetBusyError
 from ..progress import NullReporter, Reporter
 from .images import OutputSettings, run_image_job
 from .jobs import Job, MediaKind
@@ -24,6 +29,15 @@ class RunSummary:
     megapixels_out: float = 0.0
     seconds: float = 0.0
     videos: list[VideoResult] = field(default_factory=list)
+
+
+def unexpected_failure(error: Exception) -> LightsrError:
+    """A failure no layer anticipated, as a LightsrError that names the exception's type."""
+    detail = str(error).strip().splitlines()
+    failure = LightsrError(f"unexpected {type(error).__name__}" + (f": {detail[-1]}" if detail else ""),
+                           hint="run again with {--debug} for the traceback, and please report it")
+    failure.__cause__ = error
+    return failure
 
 
 def run_jobs(pool: EnginePool, jobs: list[Job], output: OutputSettings, video: VideoSettings | None = None,
@@ -43,12 +57,16 @@ def run_jobs(pool: EnginePool, jobs: list[Job], output: OutputSettings, video: V
             return run_image_job(engine, job, output, reporter)
         except LightsrError as error:
             return error
+        except Exception as error:  # noqa: BLE001 - the per-file boundary: one bad file never stops the run
+            return unexpected_failure(error)
 
     def run_video(job: Job) -> tuple[float, float] | LightsrError:
         try:
             result = run_video_job(pool, job, output, video or VideoSettings(), reporter)
         except LightsrError as error:
             return error
+        except Exception as error:  # noqa: BLE001 - the per-file boundary
+            return unexpected_failure(error)
         summary.videos.append(result)
         return result.megapixels_in, result.megapixels_out
 
@@ -58,7 +76,9 @@ def run_jobs(pool: EnginePool, jobs: list[Job], output: OutputSettings, video: V
                                ((job, run_video(job)) for job in video_jobs))
     try:
         for job, outcome in outcomes:
-            if isinstance(outcome, LightsrError):
+            if isinstance(outcome, (OutputExistsError, TargetBusyError)) and output.skip_existing:
+                summary.skipped.append(job)  # another run finished it, or is writing it now
+            elif isinstance(outcome, LightsrError):
                 summary.failed.append((job, outcome))
                 reporter.failed(str(job.source), outcome)
             else:

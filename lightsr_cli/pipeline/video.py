@@ -5,7 +5,9 @@ ffmpeg pipe into a bounded queue, the calling thread upscales them in batches, a
 encodes them into segments of a few seconds each through a second ffmpeg pipe. Bounded queues keep
 memory flat whatever the length. Finished segments live in a hidden folder beside the target; when
 all are done they are joined losslessly with the source's audio and subtitles and the result is
-renamed onto the target. An interrupted run leaves its finished segments, and ``--resume`` carries
+renamed onto the target, after checking that it holds every frame for the source's duration. The
+target is locked for the whole run, so a second run on it is refused rather than sharing (and
+deleting) the parts folder. An interrupted run leaves its finished segments, and ``--resume`` carries
 on from the first missing one; because segment boundaries do not depend on where a run stopped,
 a resumed run produces the same frames as an uninterrupted one.
 """
@@ -28,11 +30,12 @@ import numpy as np
 
 from .. import fs
 from ..engine import Engine, EnginePool
-from ..errors import LightsrError, OutputError
+from ..errors import LightsrError, OutputError, VideoEncodeError
 from ..media import images, video
 from ..progress import Reporter
 from .images import OutputSettings
 from .jobs import Job
+from .limits import check_input, check_output, output_size
 from .pixels import upscale_rgb
 
 _END = object()  # end-of-stream marker in the queues
@@ -235,14 +238,38 @@ def _even_safe_encode(options: video.VideoEncodeSettings, width: int, height: in
 
 def run_video_job(pool: EnginePool, job: Job, output: OutputSettings, settings: VideoSettings,
                   reporter: Reporter) -> VideoResult:
-    """Upscale one video into ``job.target``: decode, upscale and encode in three overlapping stages."""
+    """Upscale one video into ``job.target``: decode, upscale and encode in three overlapping stages.
+
+    The target is locked for the whole job: a second run on it fails with TargetBusyError.
+    """
+    with fs.TargetLock(job.target):
+        if not output.overwrite and job.target.exists():
+            raise fs.output_exists_error(job.target)
+        return _upscale_video(pool, job, output, settings, reporter)
+
+
+def _check_joined(joined: Path, info: video.VideoInfo, target: Path) -> None:
+    """The joined file must hold every frame of the source at its rate, or it never reaches the target."""
+    result = video.probe_video(joined)
+    if result.frame_count != info.frame_count or result.frame_rate != info.frame_rate:
+        joined.unlink(missing_ok=True)
+        raise VideoEncodeError(f"the joined video for {target.name} has {result.frame_count} frames at "
+                               f"{result.frame_rate} fps, the source {info.frame_count} at {info.frame_rate} fps; "
+                               "nothing was written to the target",
+                               hint="run again without {--resume}")
+
+
+def _upscale_video(pool: EnginePool, job: Job, output: OutputSettings, settings: VideoSettings,
+                   reporter: Reporter) -> VideoResult:
     started = time.perf_counter()
     outscale = output.outscale
     engine = pool.primary  # every engine of the pool has the same settings
     info = video.probe_video(job.source)
-    out_w, out_h = info.width * engine.scale, info.height * engine.scale
+    check_input(f"each frame of {job.source.name}", info.width, info.height, output.limits)
+    check_output(f"each frame of {job.source.name}", info.width, info.height, engine.scale, outscale, output.limits)
+    out_w, out_h = output_size(info.width, info.height, engine.scale, outscale)
     if outscale and outscale != engine.scale:
-        out_w, out_h = max(2, round(info.width * outscale)), max(2, round(info.height * outscale))
+        out_w, out_h = max(2, out_w), max(2, out_h)
     options = _even_safe_encode(settings.encode, out_w, out_h, info.bit_depth)
     per_segment = max(1, round(settings.segment_seconds * info.frame_rate))
     parts = PartsFolder(job.target, _plan_of(job, info, pool, settings, outscale, per_segment))
@@ -273,8 +300,15 @@ def run_video_job(pool: EnginePool, job: Job, output: OutputSettings, settings: 
         joined = parts.joined()
         video.concat_segments([parts.segment(i) for i in range(math.ceil(info.frame_count / per_segment))],
                               info, joined)
+        _check_joined(joined, info, job.target)
         fs.place_file(joined, job.target, overwrite=output.overwrite)
         parts.remove()
+    except LightsrError as error:
+        stop.set()
+        reader.join(timeout=10)
+        writer.join(timeout=10)
+        _say_where_the_parts_are(error, parts)
+        raise
     except BaseException:
         stop.set()
         reader.join(timeout=10)
@@ -288,6 +322,18 @@ def run_video_job(pool: EnginePool, job: Job, output: OutputSettings, settings: 
         megapixels_out=frames * out_w * out_h / 1e6, decode_seconds=reader.seconds,
         inference_seconds=inference_seconds, encode_seconds=writer.seconds,
         wall_seconds=time.perf_counter() - started, resumed_from_frame=start_frame)
+
+
+def _say_where_the_parts_are(error: LightsrError, parts: PartsFolder) -> None:
+    """Extend the error's hint by where the finished segments are (or that none were kept)."""
+    finished = sorted(parts.folder.glob("segment_?????" + parts.suffix)) if parts.folder.is_dir() else []
+    if finished:
+        where = (f"{len(finished)} finished segment(s) are kept in {parts.folder}; after fixing the cause, "
+                 "{--resume} carries on from them")
+    else:
+        state = "holds none" if parts.folder.is_dir() else "is gone"
+        where = f"no finished segments were kept ({parts.folder} {state})"
+    error.hint_template = f"{error.hint_template}; {where}" if error.hint_template else where
 
 
 def _frame_batches(frames_queue: queue.Queue, stop: threading.Event, size: int):

@@ -202,7 +202,7 @@ class Transfer:
         if self.received:
             self._restart()  # the server ignored our Range header and sends the whole file again
         if length is not None and self.expected_size is not None and length != self.expected_size:
-            raise FinalError(f"the server announces {length} bytes but the file has {self.expected_size}")
+            raise FinalError(f"the server announces {length} bytes but the model card expects {self.expected_size}")
         if self.expected_size is None and length is not None:  # learn (or correct) the size from this answer
             self.total = length
             self.hasher = StreamHasher(length, self.git_blob)

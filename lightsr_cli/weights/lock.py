@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
 
 from ..errors import WeightsError
+from ..fs import try_lock, unlock
 from ..progress import Reporter
 
 LOCK_SUFFIX = ".lock"
@@ -34,7 +34,7 @@ def file_lock(target: Path, *, timeout: float = DEFAULT_LOCK_TIMEOUT, poll: floa
             yield
         finally:
             if locked:
-                _unlock(handle)
+                unlock(handle)
 
 
 def _acquire(handle: IO[bytes], lock_path: Path, timeout: float, poll: float, reporter: Reporter | None) -> bool:
@@ -44,7 +44,7 @@ def _acquire(handle: IO[bytes], lock_path: Path, timeout: float, poll: float, re
     name = lock_path.name.removesuffix(LOCK_SUFFIX)
     while True:
         try:
-            if _try_lock(handle):
+            if try_lock(handle):
                 return True
         except OSError:
             return False
@@ -55,35 +55,3 @@ def _acquire(handle: IO[bytes], lock_path: Path, timeout: float, poll: float, re
             reporter.note(f"waiting for another lightsr process to finish fetching {name}")
             told = True
         time.sleep(poll)
-
-
-def _try_lock(handle: IO[bytes]) -> bool:
-    """True when locked, False when someone else holds it; OSError when locking is unsupported."""
-    if os.name == "nt":
-        import msvcrt
-
-        handle.seek(0)
-        try:
-            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-        except OSError:  # EACCES / EDEADLOCK: another process holds the byte
-            return False
-        return True
-    import fcntl
-
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
-
-
-def _unlock(handle: IO[bytes]) -> None:
-    if os.name == "nt":
-        import msvcrt
-
-        handle.seek(0)
-        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
-    else:
-        import fcntl
-
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

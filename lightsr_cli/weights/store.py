@@ -191,8 +191,8 @@ def _fetch_from_sources(card: ModelCard, target: Path, sources: list[_RemoteSour
                 reporter.note(f"{error.message}; trying the official URL")
                 continue
             if mirror_failure is not None:
-                raise WeightsError(error.template,
-                                   hint=f"{error.hint_template} (the mirror failed first: {mirror_failure})") from None
+                raise WeightsError(f"{error.template}; the mirror failed first: {mirror_failure}",
+                                   hint=error.hint_template) from None
             raise
         remember_verified(target, digest)
         if not checkpoint.pinned:

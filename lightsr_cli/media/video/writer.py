@@ -137,7 +137,8 @@ class FrameWriter:
         filters.append(f"format={self.pix_fmt}")
         if source is not None and source.sample_aspect_ratio:
             sar = source.sample_aspect_ratio
-            filters.append(f"setsar={sar.numerator}/{sar.denominator}")
+            # setsar reduces the ratio to terms <= max (default 100): 188:189 would become 99:100.
+            filters.append(f"setsar={sar.numerator}/{sar.denominator}:max={max(sar.numerator, sar.denominator, 100)}")
         if params:
             filters.append("setparams=" + ":".join(params))
         args = [ffmpeg_exe(), "-hide_banner", "-v", "error", "-y", *video_in, "-i", "pipe:0"]
@@ -239,4 +240,26 @@ def encode_error(what: str, log: str, out_path: Path) -> VideoEncodeError:
         return StreamCopyError(f"{what}: the {out_path.suffix} container cannot hold these streams: "
                                f"{error_tail(log, 1)}", hint="write a .mkv output, which holds every codec")
     return VideoEncodeError(f"{what}: {error_tail(log) or 'no message from ffmpeg'}",
-                            hint="check the codec options; {--debug} shows the ffmpeg command")
+                            hint=_encode_failure_hint(low, out_path))
+
+
+# What ffmpeg says for causes outside the codec options, and what helps (checked in this order).
+_ENCODE_CAUSES = (
+    (("no space left on device", "disk quota exceeded"), "the disk is full: free space in {folder} and run again"),
+    (("permission denied", "read-only file system"), "{folder} cannot be written: check its permissions"),
+    (("no such file or directory",), "{folder} was removed or renamed while encoding; run again"),
+    (("unknown encoder", "unrecognized option", "error setting option", "invalid argument", "incompatible pixel format",
+      "option not found", "error while opening encoder", "error initializing output stream"),
+     "check the codec options ({--codec}, {--pix-fmt}, {--crf}, {--video-preset}, {--ffmpeg-arg})"),
+)
+
+
+def _encode_failure_hint(log: str, out_path: Path) -> str:
+    """The likely cause of an encode failure in words, from ffmpeg's (lower-cased) log."""
+    folder = out_path.parent
+    if not folder.is_dir():
+        return f"{folder} was removed or renamed while encoding; run again"
+    for markers, advice in _ENCODE_CAUSES:
+        if any(marker in log for marker in markers):
+            return advice.replace("{folder}", str(folder))
+    return "ffmpeg's message above says why; {--debug} shows the ffmpeg command"
