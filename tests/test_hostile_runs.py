@@ -32,7 +32,7 @@ from lightsr_cli.media import headers, images, video
 from lightsr_cli.media.video.writer import encode_error
 from lightsr_cli.pipeline import run as run_module
 from lightsr_cli.pipeline.images import OutputSettings
-from lightsr_cli.pipeline.jobs import Job, MediaKind, NamingRule, plan_jobs
+from lightsr_cli.pipeline.jobs import Job, MediaKind, NamingSettings, plan_jobs
 from lightsr_cli.pipeline.limits import PixelLimits
 from lightsr_cli.pipeline.run import run_jobs
 from lightsr_cli.pipeline.video import VideoSettings, run_video_job
@@ -80,7 +80,7 @@ def png(path: Path, height=12, width=10, channels=3) -> Path:
 
 
 def image_jobs(folder: Path, out: Path, **rule) -> list[Job]:
-    return plan_jobs([str(folder)], out, NamingRule(rule.get("suffix", "_x2"), None), False, False,
+    return plan_jobs([str(folder)], out, NamingSettings(rule.get("suffix", "_x2"), None), False, False,
                      rule.get("skip_existing", False)).jobs
 
 
@@ -278,7 +278,7 @@ def test_output_that_would_replace_its_input_is_an_error(tmp_path, case):
     if case == "empty-suffix":
         output, suffix = None, ""
     with pytest.raises(OutputError, match="would replace its input"):
-        plan_jobs([str(source)], output, NamingRule(suffix, None), False, overwrite, False)
+        plan_jobs([str(source)], output, NamingSettings(suffix, None), False, overwrite, False)
 
 
 def test_cli_output_onto_input_exits_non_zero(tmp_path):
@@ -295,10 +295,10 @@ def test_recursive_glob_does_not_follow_a_link_loop(tmp_path):
     png(tmp_path / "in" / "sub" / "b.png")
     (tmp_path / "in" / "sub" / "up").symlink_to("..")
     (tmp_path / "in" / "same.png").symlink_to(tmp_path / "in" / "a.png")
-    plan = plan_jobs([str(tmp_path / "in" / "**" / "*.png")], tmp_path / "out", NamingRule("_x2", None), False,
+    plan = plan_jobs([str(tmp_path / "in" / "**" / "*.png")], tmp_path / "out", NamingSettings("_x2", None), False,
                      False, False)
     assert sorted(str(j.source.relative_to(tmp_path / "in")) for j in plan.jobs) == ["a.png", "sub/b.png"]
-    as_folder = plan_jobs([str(tmp_path / "in")], tmp_path / "out", NamingRule("_x2", None), True, False, False)
+    as_folder = plan_jobs([str(tmp_path / "in")], tmp_path / "out", NamingSettings("_x2", None), True, False, False)
     assert [j.source for j in as_folder.jobs] == [j.source for j in plan.jobs]
 
 
@@ -307,7 +307,7 @@ def test_globs_keep_their_meaning(tmp_path):
         png(tmp_path / name)
     def found(pattern):
         return sorted(str(j.source.relative_to(tmp_path)) for j in plan_jobs(
-            [str(tmp_path / pattern)], tmp_path / "out", NamingRule("_x2", None), False, False, False).jobs)
+            [str(tmp_path / pattern)], tmp_path / "out", NamingSettings("_x2", None), False, False, False).jobs)
     assert found("*.png") == ["a.png"]
     assert found("*/*.png") == ["sub/c.png"]
     assert found("**/*.png") == ["a.png", "sub/c.png", "sub/deep/d.png"]
@@ -437,7 +437,7 @@ def test_gray_alpha_png_stays_gray_alpha(tmp_path, dtype):
 def test_suffix_with_a_path_separator_is_a_usage_error(tmp_path, suffix):
     source = png(tmp_path / "a.png")
     with pytest.raises(UsageError):
-        plan_jobs([str(source)], None, NamingRule(suffix, None), False, False, False)
+        plan_jobs([str(source)], None, NamingSettings(suffix, None), False, False, False)
     code, _, err = cli("upscale", str(source), "--suffix", suffix, "--device", "cpu")
     assert code == 2 and "--suffix" in err
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.png"]
@@ -565,6 +565,6 @@ def test_read_only_pixels_raise_no_torch_warning():
 def test_a_failed_file_leaves_no_lock_file_and_no_empty_output_folder(tmp_path):
     (tmp_path / "in" / "sub").mkdir(parents=True)
     (tmp_path / "in" / "sub" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(30))
-    jobs = plan_jobs([str(tmp_path / "in")], tmp_path / "out", NamingRule("_x2", None), True, False, False).jobs
+    jobs = plan_jobs([str(tmp_path / "in")], tmp_path / "out", NamingSettings("_x2", None), True, False, False).jobs
     summary = run_jobs(toy_pool(), jobs, OutputSettings(), reporter=Recorder())
     assert len(summary.failed) == 1 and not (tmp_path / "out" / "sub").exists()

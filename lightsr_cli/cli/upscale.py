@@ -63,11 +63,11 @@ def upscale(
     """Upscale images (PNG, JPEG, WebP, BMP, TIFF) and videos; folders and globs too."""
     if scale is not None and scale not in (2, 3, 4):
         raise UsageError(f"--scale must be 2, 3 or 4, not {scale}", hint="use --outscale for other final sizes")
-    from ..pipeline.jobs import NamingRule, plan_jobs
+    from ..pipeline.jobs import NamingSettings, plan_jobs
 
     card = resolve_card(model, preset.value if preset else None, weights_file, scale)
     final_scale = outscale or card.scale
-    rule = NamingRule(suffix=(suffix if suffix is not None else "_x{scale}").replace("{scale}", f"{final_scale:g}"),
+    rule = NamingSettings(suffix=(suffix if suffix is not None else "_x{scale}").replace("{scale}", f"{final_scale:g}"),
                       image_format=image_format.value if image_format else None)
     plan = plan_jobs(inputs, output, rule, recursive, overwrite, skip_existing or (resume and not overwrite))
 

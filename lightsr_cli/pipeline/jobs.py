@@ -34,7 +34,7 @@ class Job:
 
 
 @dataclass(frozen=True)
-class NamingRule:
+class NamingSettings:
     """How an output file is named from its source."""
 
     suffix: str
@@ -59,7 +59,7 @@ def media_kind(path: Path) -> MediaKind | None:
     return None
 
 
-def output_name(source: Path, rule: NamingRule) -> str:
+def output_name(source: Path, rule: NamingSettings) -> str:
     kind = media_kind(source)
     extension = source.suffix
     if kind is MediaKind.IMAGE and rule.image_format:
@@ -171,7 +171,7 @@ def _looks_like_file(output: Path) -> bool:
     return not output.is_dir() and not str(output).endswith(("/", "\\")) and media_kind(output) is not None
 
 
-def plan_jobs(inputs: list[str], output: Path | None, rule: NamingRule, recursive: bool,
+def plan_jobs(inputs: list[str], output: Path | None, rule: NamingSettings, recursive: bool,
               overwrite: bool, skip_existing: bool) -> Plan:
     if overwrite and skip_existing:
         raise UsageError("{--overwrite} and {--skip-existing} cannot be used together")
@@ -195,7 +195,7 @@ def plan_jobs(inputs: list[str], output: Path | None, rule: NamingRule, recursiv
     return _check_conflicts(jobs, overwrite, skip_existing)
 
 
-def _job_for(source: Path, root: Path | None, output: Path | None, rule: NamingRule, single_file_target: bool) -> Job:
+def _job_for(source: Path, root: Path | None, output: Path | None, rule: NamingSettings, single_file_target: bool) -> Job:
     kind = media_kind(source)
     if single_file_target:
         return Job(source, output, kind)
