@@ -8,7 +8,6 @@ from typing import List, Optional
 import typer
 
 from ..errors import UsageError
-from ..pipeline.jobs import NamingRule, plan_jobs
 from ..registry import resolve_model
 from . import options
 from .handling import handles_errors
@@ -64,6 +63,8 @@ def upscale(
     """Upscale images (PNG, JPEG, WebP, BMP, TIFF) and videos; folders and globs too."""
     if scale is not None and scale not in (2, 3, 4):
         raise UsageError(f"--scale must be 2, 3 or 4, not {scale}", hint="use --outscale for other final sizes")
+    from ..pipeline.jobs import NamingRule, plan_jobs
+
     card = _resolve_card(model, preset, scale, weights_file)
     final_scale = outscale or card.scale
     rule = NamingRule(suffix=(suffix if suffix is not None else "_x{scale}").replace("{scale}", f"{final_scale:g}"),
