@@ -75,7 +75,7 @@ def read_pages(data: bytes, opened: Any, path: Path) -> Picture:
         page = images.to_rgb_order(images.to_supported_depth(pixels, path))
         if opened.mode in ("LA", "La") and page.ndim == 3 and page.shape[2] == 4:
             page = np.ascontiguousarray(page[:, :, [0, 3]])
-        pages.append(images.apply_orientation(page, metadata.orientation(opened)))
+        pages.append(page)  # OpenCV's TIFF decoder has applied each page's orientation tag
         carried.append(metadata.read_metadata(opened))
     claimed = opened.n_frames
     notes = (_partly_decoded(path, len(pages), claimed, "pages"),) if len(pages) < claimed else ()
@@ -125,6 +125,10 @@ def encode_animation(frames: tuple[np.ndarray, ...], timing: Animation, options:
     save = images.pillow_save_options(options, carried, first.width, first.height)
     save.update(save_all=True, append_images=pictures[1:], duration=list(timing.durations),
                 loop=timing.loop if timing.loop is not None else 0)
+    if options.format == "webp" and first.mode == "RGBA":
+        # libwebp 1.6's animation encoder drops the alpha flag when it writes frames as sub-frame
+        # differences, and readers then show no transparency; every frame a key frame keeps it.
+        save.update(kmin=1, kmax=1)
     if options.format == "png":
         save.update(disposal=list(timing.disposals or [0] * len(frames)), blend=[0] * len(frames))
     return _save(first, "WEBP" if options.format == "webp" else "PNG", save)

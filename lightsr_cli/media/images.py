@@ -141,7 +141,8 @@ def decode_picture(data: bytes, path: Path) -> Picture:
         return Picture((pillow_pixels(opened, data, path),), (carried,), format=found)
     header = headers.read_header(data) if kind == "PNG" else None  # Pillow shows 16-bit gray+alpha as RGBA
     gray_alpha = opened.mode in ("LA", "La") or header is not None and header.gray_alpha
-    pixels = decode_image(data, path, gray_alpha, metadata.orientation(opened))
+    # OpenCV's TIFF decoder applies the TIFF orientation tag itself; for other formats it is ours to apply.
+    pixels = decode_image(data, path, gray_alpha, 1 if kind == "TIFF" else metadata.orientation(opened))
     return Picture((pixels,), (carried,), format=found)
 
 
@@ -341,7 +342,12 @@ def pillow_save_options(options: ImageEncodeSettings, carried: Metadata, width: 
         "heic": {"quality": min(quality, 100)},
         "avif": {"quality": min(quality, 100)},
     }.get(options.format, {})
-    return {**extra, **metadata.pillow_save_options(carried, options.format, width, height)}
+    saved = {**extra, **metadata.pillow_save_options(carried, options.format, width, height)}
+    tags = saved.get("tiffinfo")
+    if tags is not None and (0x8769 in tags or 0x8825 in tags):
+        # Pillow compresses TIFF through libtiff, which cannot write EXIF's sub-IFDs: keep the EXIF, uncompressed.
+        saved.pop("compression")
+    return saved
 
 
 def _pillow_encode(pixels: np.ndarray, options: ImageEncodeSettings, carried: Metadata) -> bytes:
