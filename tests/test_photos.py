@@ -365,3 +365,14 @@ def test_ten_bit_heic_keeps_its_depth_in_png(tmp_path):
     # 40000 and 20000 lie between 8-bit levels (multiples of 257): read at 8 bits they would move by up to 128.
     assert abs(int(pixels[0, 0, 0]) - 40000) < 64 and abs(int(pixels[0, -1, 0]) - 20000) < 64
     assert (pixels % 257 != 0).all()
+
+
+def test_avif_orientation_is_applied_once(tmp_path):
+    source = tmp_path / "turned.avif"
+    stored = np.zeros((8, 12, 3), np.uint8)
+    stored[:, 6:] = 255  # right half white
+    Image.fromarray(stored).save(source, "AVIF", exif=photo_exif(6, 12, 8), quality=100)
+    out = upscale(source, tmp_path / "turned_x2.png")
+    assert out.size == (16, 24) and out.getexif().get(0x0112, 1) == 1
+    pixels = np.asarray(out)
+    assert pixels[:10].mean() < 40 and pixels[14:].mean() > 215  # clockwise: the stored left half on top

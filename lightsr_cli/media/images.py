@@ -138,7 +138,11 @@ def decode_picture(data: bytes, path: Path) -> Picture:
         return replace(animation.read_pages(data, opened, path), format=found)
     carried = metadata.read_metadata(opened)
     if kind in _DECODED_BY_PILLOW:
-        return Picture((pillow_pixels(opened, data, path),), (carried,), format=found)
+        # libheif turns HEIC pixels upright itself; Pillow's AVIF decoder reports the turn as EXIF orientation.
+        turn = metadata.orientation(opened) if kind == "AVIF" else 1
+        pixels = apply_orientation(pillow_pixels(opened, data, path), turn)
+        notes = (f"warning: {path.name} has {frame_count} frames; only the first is upscaled",) * (frame_count > 1)
+        return Picture((pixels,), (carried,), format=found, notes=notes)
     header = headers.read_header(data) if kind == "PNG" else None  # Pillow shows 16-bit gray+alpha as RGBA
     gray_alpha = opened.mode in ("LA", "La") or header is not None and header.gray_alpha
     # OpenCV's TIFF decoder applies the TIFF orientation tag itself; for other formats it is ours to apply.

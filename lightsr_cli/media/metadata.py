@@ -102,7 +102,12 @@ def _portable_exif(picture: Any) -> bytes | None:
             exif.get_ifd(pointer).update({tag: value for tag, value in sub.items() if tag != _INTEROP_IFD})
     if not len(exif) and not exif.get_ifd(_EXIF_IFD) and not exif.get_ifd(_GPS_IFD):
         return None
-    return exif.tobytes()
+    try:
+        written = exif.tobytes()
+        Image.Exif().load(written)  # what cannot be written back (an odd value type) is dropped here, not later
+    except Exception:  # noqa: BLE001 - damaged EXIF must not stop an otherwise good image
+        return None
+    return written
 
 
 def orientation(picture: Any) -> int:
