@@ -92,9 +92,16 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128, help="side of each square JPEG in pixels")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--model", default="plainusr-u-x4", help="the real model (empty to skip)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (1: on a shared machine, waiting threads spin and add noise)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results-metadata.json"))
     args = parser.parse_args()
-    results = {"files": args.files, "size": f"{args.size}x{args.size}", "python": platform.python_version(),
+    import torch
+
+    torch.set_num_threads(args.threads)
+    results = {"files": args.files, "size": f"{args.size}x{args.size}", "torch_threads": args.threads,
+               "command": "python benchmarks/metadata_overhead.py " + " ".join(sys.argv[1:]),
+               "python": platform.python_version(),
                "machine": platform.machine(), "networks": {}}
     with tempfile.TemporaryDirectory() as temp:
         with_meta, without = make_folders(Path(temp), args.files, args.size)

@@ -413,9 +413,10 @@ def png_with_metadata(png: bytes, carried: Metadata, width: int, height: int) ->
     chunks = b""
     if carried.icc:
         chunks += _png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(carried.icc))
-    if carried.exif:
-        exif = metadata.updated_exif(carried.exif, width, height).tobytes()
-        chunks += _png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
+    exif = metadata.updated_exif(carried.exif, width, height) if carried.exif else None
+    if exif is not None:
+        written = exif.tobytes()
+        chunks += _png_chunk(b"eXIf", written[6:] if written.startswith(b"Exif\x00\x00") else written)
     if carried.xmp:
         chunks += _png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + carried.xmp)
     header_end = 8 + 25  # signature + IHDR chunk

@@ -83,6 +83,11 @@ def _as_bytes(value: Any) -> bytes | None:
 
 
 def _portable_exif(picture: Any) -> bytes | None:
+    """EXIF that can go into another file: a JPEG/PNG/WebP/HEIC/AVIF's own block as it is (checked and
+    updated when written); a TIFF's first IFD without the tags that describe its pixel storage."""
+    raw = picture.info.get("exif")
+    if raw and getattr(picture, "tag_v2", None) is None:
+        return bytes(raw)
     try:
         source = picture.getexif()
     except Exception:  # noqa: BLE001 - damaged EXIF must not stop an otherwise good image
@@ -103,11 +108,9 @@ def _portable_exif(picture: Any) -> bytes | None:
     if not len(exif) and not exif.get_ifd(_EXIF_IFD) and not exif.get_ifd(_GPS_IFD):
         return None
     try:
-        written = exif.tobytes()
-        Image.Exif().load(written)  # what cannot be written back (an odd value type) is dropped here, not later
-    except Exception:  # noqa: BLE001 - damaged EXIF must not stop an otherwise good image
+        return exif.tobytes()
+    except Exception:  # noqa: BLE001 - a value Pillow cannot write back must not stop an otherwise good image
         return None
-    return written
 
 
 def orientation(picture: Any) -> int:
@@ -130,12 +133,15 @@ def losses(metadata: Metadata, image_format: str) -> list[str]:
     return [NAMES[name] for name in metadata.present() if image_format not in _FORMATS_WITH[name]]
 
 
-def updated_exif(exif_bytes: bytes, width: int, height: int) -> Any:
-    """A Pillow Exif with orientation 1 and the new pixel dimensions."""
+def updated_exif(exif_bytes: bytes, width: int, height: int) -> Any | None:
+    """A Pillow Exif with orientation 1 and the new pixel dimensions; None when the block cannot be read."""
     from PIL import Image
 
     exif = Image.Exif()
-    exif.load(exif_bytes)
+    try:
+        exif.load(exif_bytes)
+    except Exception:  # noqa: BLE001 - a damaged block is not written rather than failing the image
+        return None
     if _ORIENTATION in exif:
         exif[_ORIENTATION] = 1
     exif_ifd = exif.get_ifd(_EXIF_IFD)
