@@ -361,16 +361,19 @@ def apng(path: Path) -> Path:
     return path
 
 
-def test_animations_and_multi_page_files_warn_that_only_the_first_is_upscaled(tmp_path):
+def test_every_page_is_upscaled_and_a_broken_animation_says_what_was_decoded(tmp_path):
     (tmp_path / "in").mkdir()
-    apng(tmp_path / "in" / "anim.png")
+    apng(tmp_path / "in" / "anim.png")  # acTL claims frames that are not in the file
     pages = [np.full((8, 8, 3), v, np.uint8) for v in (10, 20, 30)]
     assert cv2.imwritemulti(str(tmp_path / "in" / "pages.tif"), pages)
     recorder = Recorder()
     summary = run_jobs(toy_pool(), image_jobs(tmp_path / "in", tmp_path / "out"), OutputSettings(), reporter=recorder)
     assert len(summary.done) == 2
-    assert sorted(recorder.notes) == ["warning: anim.png has 2 frames; only the first is upscaled",
-                                      "warning: pages.tif has 3 pages; only the first is upscaled"]
+    assert [note for note in recorder.notes if "anim.png" in note] == [
+        "warning: only 1 of the 3 frames of anim.png could be decoded; that one is upscaled"]
+    ok, written = cv2.imreadmulti(str(tmp_path / "out" / "pages_x2.tif"), flags=cv2.IMREAD_UNCHANGED)
+    assert ok and [page.shape for page in written] == [(16, 16, 3)] * 3
+    assert [int(page.mean()) for page in written] == [10, 20, 30]
 
 
 def test_animated_webp_header_is_recognised():

@@ -27,6 +27,9 @@ class ImageFormat(str, Enum):
     webp = "webp"
     bmp = "bmp"
     tiff = "tiff"
+    gif = "gif"
+    heic = "heic"
+    avif = "avif"
 
 
 DEVICE = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.",

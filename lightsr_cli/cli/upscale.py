@@ -53,6 +53,12 @@ def upscale(
                                           rich_help_panel="Video"),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted video from its last finished segment.",
                                 rich_help_panel="Video"),
+    strip_metadata: bool = typer.Option(False, "--strip-metadata", help="Write no EXIF, XMP or IPTC (GPS, camera, "
+                                        "dates); the colour profile stays unless --strip-icc.", rich_help_panel="Photos"),
+    strip_icc: bool = typer.Option(False, "--strip-icc", help="Drop the ICC colour profile too (colours may shift).",
+                                   rich_help_panel="Photos"),
+    to_srgb: bool = typer.Option(False, "--to-srgb", help="Convert 8-bit outputs from their colour profile to sRGB.",
+                                 rich_help_panel="Photos"),
     max_input_megapixels: Optional[float] = typer.Option(
         None, "--max-input-megapixels", min=0.000001, help="Refuse larger inputs before decoding them (default 100, "
         "or LIGHTSR_MAX_INPUT_MEGAPIXELS).", rich_help_panel="Limits"),
@@ -60,7 +66,11 @@ def upscale(
         None, "--max-output-megapixels", min=0.000001, help="Refuse jobs whose result is larger (default 400, "
         "or LIGHTSR_MAX_OUTPUT_MEGAPIXELS).", rich_help_panel="Limits"),
 ) -> None:
-    """Upscale images (PNG, JPEG, WebP, BMP, TIFF) and videos; folders and globs too."""
+    """Upscale images (PNG, JPEG, WebP, BMP, TIFF, GIF, HEIC, AVIF; animations and pages too) and videos.
+
+    Folders and globs too. EXIF, XMP, IPTC and the colour profile are carried over where the output
+    format holds them.
+    """
     if scale is not None and scale not in (2, 3, 4):
         raise UsageError(f"--scale must be 2, 3 or 4, not {scale}", hint="use --outscale for other final sizes")
     from ..pipeline.jobs import NamingSettings, plan_jobs
@@ -71,6 +81,7 @@ def upscale(
                       image_format=image_format.value if image_format else None)
     plan = plan_jobs(inputs, output, rule, recursive, overwrite, skip_existing or (resume and not overwrite))
 
+    from ..media.metadata import MetadataPolicy
     from ..media.video import VideoEncodeSettings
     from ..pipeline.images import OutputSettings
     from ..pipeline.limits import PixelLimits
@@ -82,7 +93,8 @@ def upscale(
                           compile=compile_network)
     limits = _pixel_limits(max_input_megapixels, max_output_megapixels, PixelLimits)
     settings = OutputSettings(image_format=rule.image_format, quality=quality, outscale=outscale, overwrite=overwrite,
-                              skip_existing=skip_existing, limits=limits)
+                              skip_existing=skip_existing, limits=limits,
+                              metadata=MetadataPolicy(strip_metadata, strip_icc, to_srgb))
     debug = bool((ctx.find_root().obj or {}).get("debug"))
     with RichReporter(quiet=quiet, debug=debug) as reporter:
         pool = load_pool(card, engine_settings, reporter, weights_path=weights_file)

@@ -1,8 +1,13 @@
-"""Read and write images as numpy arrays. No torch.
+"""Read and write still images as numpy arrays, with their metadata. No torch.
 
 Arrays are H x W (gray), H x W x 2 (gray+alpha), H x W x 3 (RGB) or H x W x 4 (RGBA), uint8 or uint16, upright (EXIF
-orientation applied), in RGB channel order. Writes go to a temp file beside the target and are
-renamed into place only when complete; without ``overwrite`` an existing file is never replaced.
+orientation applied), in RGB channel order. Pixels of PNG/JPEG/WebP/BMP/TIFF are decoded by OpenCV
+(which keeps 16-bit colour, where Pillow reduces it to 8 bits); Pillow opens the same bytes lazily
+for metadata, frames and pages, and decodes GIF, HEIC and AVIF. 8-bit results are written by Pillow
+(which writes EXIF, XMP, IPTC and ICC); 16-bit colour by OpenCV, with the metadata added as PNG
+chunks (a 16-bit colour TIFF carries none: said as a loss). Animations and pages: animation.py.
+Writes go to a temp file beside the target and are renamed into place only when complete; without
+``overwrite`` an existing file is never replaced.
 """
 
 from __future__ import annotations
@@ -10,20 +15,25 @@ from __future__ import annotations
 import struct
 import threading
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 from .. import fs
 from ..errors import InputError, OutputError
-from . import headers
+from . import headers, metadata, pillow
+from .metadata import Metadata
 
 IMAGE_EXTENSIONS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".bmp": "bmp",
-                    ".tif": "tiff", ".tiff": "tiff"}
-FORMAT_EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "bmp": ".bmp", "tiff": ".tif"}
-_EIGHT_BIT_ONLY = {"jpeg", "webp", "bmp"}
+                    ".tif": "tiff", ".tiff": "tiff", ".gif": "gif", ".heic": "heic", ".heif": "heic",
+                    ".avif": "avif"}
+FORMAT_EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "bmp": ".bmp", "tiff": ".tif", "gif": ".gif",
+                     "heic": ".heic", "avif": ".avif"}
+_EIGHT_BIT_ONLY = {"jpeg", "webp", "bmp", "gif", "heic", "avif"}
+_DECODED_BY_PILLOW = {"GIF", "HEIF", "AVIF"}
 
 
 def is_image_path(path: Path) -> bool:
@@ -38,18 +48,51 @@ def image_format(path: Path) -> str:
                          hint=f"supported: {', '.join(sorted(IMAGE_EXTENSIONS))}") from None
 
 
+@dataclass(frozen=True)
+class Animation:
+    """How the frames of an animated GIF, WebP or PNG play."""
+
+    durations: tuple[int, ...]
+    """Milliseconds each frame shows."""
+    loop: int | None
+    """0 plays forever, n plays n more times (GIF) or n times (WebP, APNG); None: the file said nothing."""
+    disposals: tuple[int, ...] | None = None
+    """Per frame, in the format's own numbering (GIF 0-3, APNG 0-2); None where it has none (WebP)."""
+
+
+@dataclass(frozen=True)
+class Picture:
+    """What one image file holds: one still image, the frames of an animation, or the pages of a TIFF."""
+
+    frames: tuple[np.ndarray, ...]
+    metadata: tuple[Metadata, ...] = (Metadata(),)
+    """One per page for a multi-page TIFF, else one for the whole file."""
+    animation: Animation | None = None
+    format: str = ""
+    """The format found in the bytes (png, jpeg, gif, ...); empty when unknown."""
+    notes: tuple[str, ...] = field(default=())
+    """Remarks about the reading, e.g. frames that could not be decoded."""
+
+    @property
+    def pages(self) -> bool:
+        return len(self.frames) > 1 and self.animation is None
+
+    def metadata_of(self, index: int) -> Metadata:
+        return self.metadata[min(index, len(self.metadata) - 1)]
+
+
 # -- reading --------------------------------------------------------------------------------------
 
 def read_image(path: Path, max_pixels: int | None = None) -> np.ndarray:
-    """The image at ``path`` as an upright RGB/RGBA/gray(+alpha) uint8 or uint16 array.
+    """The image at ``path`` (the first frame or page) as an upright RGB/RGBA/gray(+alpha) uint8/uint16 array.
 
     With ``max_pixels``, an image whose header claims more pixels is refused before decoding.
     """
     data = read_image_bytes(path)
-    header = headers.read_header(data)
-    if max_pixels is not None and header is not None and header.pixels > max_pixels:
-        raise InputError(f"{path.name} is {header.width}x{header.height}, more than {max_pixels / 1e6:g} megapixels")
-    return decode_image(data, path, header)
+    size = claimed_size(data, path)
+    if max_pixels is not None and size is not None and size[0] * size[1] > max_pixels:
+        raise InputError(f"{path.name} is {size[0]}x{size[1]}, more than {max_pixels / 1e6:g} megapixels")
+    return decode_picture(data, path).frames[0]
 
 
 def read_image_bytes(path: Path) -> bytes:
@@ -65,10 +108,52 @@ def read_image_bytes(path: Path) -> bytes:
         raise InputError(f"cannot read {path}: {error.strerror or error}") from None
 
 
-def decode_image(data: bytes, path: Path, header: headers.ImageHeader | None = None) -> np.ndarray:
-    """Decode an image file's bytes (``path`` names it in errors); the first frame or page only."""
+def claimed_size(data: bytes, path: Path) -> tuple[int, int] | None:
+    """(width, height) as the file's header claims it, before any pixel is decoded; None when unknown.
+
+    Our own byte-level reader goes first (it never trips a library's limit); Pillow's lazy open
+    covers the formats it does not know (GIF, HEIC, AVIF).
+    """
+    header = headers.read_header(data)
+    if header is not None:
+        return header.width, header.height
+    opened = pillow.open_image(data, path)
+    return opened.size if opened is not None else None
+
+
+def decode_picture(data: bytes, path: Path) -> Picture:
+    """Every frame or page of an image file's bytes, upright, with its metadata (``path`` names it in errors)."""
+    from . import animation
+
+    opened = pillow.open_image(data, path)
+    if opened is None:
+        return Picture((decode_image(data, path),))
+    kind = (opened.format or "").upper()
+    found = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "WEBP": "webp", "TIFF": "tiff", "BMP": "bmp",
+             "GIF": "gif", "HEIF": "heic", "AVIF": "avif"}.get(kind, kind.lower())
+    frame_count = getattr(opened, "n_frames", 1)
+    if kind in ("GIF", "WEBP", "PNG") and getattr(opened, "is_animated", False):
+        return replace(animation.read_animation(opened, path), format=found)
+    if kind == "TIFF" and frame_count > 1:
+        return replace(animation.read_pages(data, opened, path), format=found)
+    carried = metadata.read_metadata(opened)
+    if kind in _DECODED_BY_PILLOW:
+        # libheif turns HEIC pixels upright itself; Pillow's AVIF decoder reports the turn as EXIF orientation.
+        turn = metadata.orientation(opened) if kind == "AVIF" else 1
+        pixels = apply_orientation(pillow_pixels(opened, data, path), turn)
+        notes = (f"warning: {path.name} has {frame_count} frames; only the first is upscaled",) * (frame_count > 1)
+        return Picture((pixels,), (carried,), format=found, notes=notes)
+    header = headers.read_header(data) if kind == "PNG" else None  # Pillow shows 16-bit gray+alpha as RGBA
+    gray_alpha = opened.mode in ("LA", "La") or header is not None and header.gray_alpha
+    # OpenCV's TIFF decoder applies the TIFF orientation tag itself; for other formats it is ours to apply.
+    pixels = decode_image(data, path, gray_alpha, 1 if kind == "TIFF" else metadata.orientation(opened))
+    return Picture((pixels,), (carried,), format=found)
+
+
+def decode_image(data: bytes, path: Path, gray_alpha: bool = False, orientation: int = 1) -> np.ndarray:
+    """Decode a still image's bytes with OpenCV (``path`` names it in errors); the first frame or page only."""
     try:
-        with _opencv_quiet:
+        with opencv_quiet:
             pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     except cv2.error as error:  # e.g. a header size beyond OpenCV's own limit
         raise InputError(f"cannot decode {path}: {_cv2_reason(error)}",
@@ -76,10 +161,44 @@ def decode_image(data: bytes, path: Path, header: headers.ImageHeader | None = N
     if pixels is None or pixels.size == 0:
         raise InputError(f"cannot decode {path}: the file is empty, truncated or not a valid image",
                          hint="check that the file opens in an image viewer")
-    pixels = _to_rgb_order(_to_supported_depth(pixels, path))
-    if header is not None and header.gray_alpha and pixels.ndim == 3 and pixels.shape[2] == 4:
+    pixels = to_rgb_order(to_supported_depth(pixels, path))
+    if gray_alpha and pixels.ndim == 3 and pixels.shape[2] == 4:
         pixels = np.ascontiguousarray(pixels[:, :, [0, 3]])  # OpenCV expands gray+alpha to RGBA
-    return apply_orientation(pixels, read_exif_orientation(data))
+    return apply_orientation(pixels, orientation)
+
+
+def pillow_pixels(opened: Any, data: bytes, path: Path) -> np.ndarray:
+    """The current frame of a Pillow image as our array (HEIC deeper than 8 bits stays 16-bit)."""
+    if (opened.format or "").upper() == "HEIF" and (opened.info.get("bit_depth") or 8) > 8:
+        import io
+
+        import pillow_heif
+
+        deep = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=False)
+        return np.ascontiguousarray(np.asarray(deep))
+    try:
+        return from_pillow(opened)
+    except (OSError, ValueError, SyntaxError, EOFError) as error:
+        raise InputError(f"cannot decode {path}: {error}",
+                         hint="check that the file opens in an image viewer") from None
+
+
+def from_pillow(frame: Any) -> np.ndarray:
+    """A decoded Pillow frame as gray, gray+alpha, RGB or RGBA, 8- or 16-bit."""
+    mode = frame.mode
+    if mode in ("I;16", "I;16L", "I;16B"):
+        return np.asarray(frame, dtype=np.uint16).copy()
+    if mode in ("I", "F"):
+        return np.round(np.clip(np.asarray(frame, dtype=np.float64), 0, 65535)).astype(np.uint16)
+    if mode == "P":
+        mode = "RGBA" if "transparency" in frame.info or frame.palette.mode == "RGBA" else "RGB"
+    elif mode in ("La", "PA"):
+        mode = "LA" if mode == "La" else "RGBA"
+    elif mode not in ("L", "LA", "RGB", "RGBA"):
+        mode = "RGBA" if "A" in mode else "RGB"
+    if mode != frame.mode:
+        frame = frame.convert(mode)
+    return np.array(frame)
 
 
 class _OpenCVQuiet:
@@ -108,7 +227,7 @@ class _OpenCVQuiet:
                 cv2.utils.logging.setLogLevel(self._saved)
 
 
-_opencv_quiet = _OpenCVQuiet()
+opencv_quiet = _OpenCVQuiet()
 
 
 def _cv2_reason(error: cv2.error) -> str:
@@ -118,7 +237,7 @@ def _cv2_reason(error: cv2.error) -> str:
     return text.split(" in function ")[0].strip() or "OpenCV error"
 
 
-def _to_supported_depth(pixels: np.ndarray, path: Path) -> np.ndarray:
+def to_supported_depth(pixels: np.ndarray, path: Path) -> np.ndarray:
     if pixels.dtype in (np.uint8, np.uint16):
         return pixels
     if pixels.dtype in (np.float32, np.float64):  # float TIFF: keep full precision as 16-bit
@@ -126,7 +245,7 @@ def _to_supported_depth(pixels: np.ndarray, path: Path) -> np.ndarray:
     raise InputError(f"unsupported pixel type {pixels.dtype} in {path}", hint="convert it to 8- or 16-bit first")
 
 
-def _to_rgb_order(pixels: np.ndarray) -> np.ndarray:
+def to_rgb_order(pixels: np.ndarray) -> np.ndarray:
     if pixels.ndim == 3 and pixels.shape[2] == 1:
         return pixels[:, :, 0]
     if pixels.ndim == 3 and pixels.shape[2] == 3:
@@ -151,64 +270,6 @@ def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(transform(pixels)) if transform else pixels
 
 
-def read_exif_orientation(data: bytes) -> int:
-    """EXIF orientation (1-8) from JPEG APP1, PNG eXIf or WebP EXIF data; 1 when absent or unreadable."""
-    try:
-        tiff = _find_exif_tiff(data)
-        return _orientation_from_tiff(tiff) if tiff else 1
-    except (struct.error, IndexError, ValueError):
-        return 1  # damaged metadata must not stop an otherwise good image
-
-
-def _find_exif_tiff(data: bytes) -> bytes | None:
-    if data[:2] == b"\xff\xd8":  # JPEG: walk the segments up to the image data
-        offset = 2
-        while offset + 4 <= len(data) and data[offset] == 0xFF:
-            marker = data[offset + 1]
-            if marker in (0xD9, 0xDA):
-                return None
-            length = struct.unpack(">H", data[offset + 2:offset + 4])[0]
-            segment = data[offset + 4:offset + 2 + length]
-            if marker == 0xE1 and segment.startswith(b"Exif\x00\x00"):
-                return segment[6:]
-            offset += 2 + length
-        return None
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        offset = 8
-        while offset + 8 <= len(data):
-            length, kind = struct.unpack(">I4s", data[offset:offset + 8])
-            if kind == b"eXIf":
-                return data[offset + 8:offset + 8 + length]
-            if kind == b"IDAT":
-                return None
-            offset += 12 + length
-        return None
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        offset = 12
-        while offset + 8 <= len(data):
-            kind, length = struct.unpack("<4sI", data[offset:offset + 8])
-            if kind == b"EXIF":
-                chunk = data[offset + 8:offset + 8 + length]
-                return chunk[6:] if chunk.startswith(b"Exif\x00\x00") else chunk
-            offset += 8 + length + (length & 1)
-    return None
-
-
-def _orientation_from_tiff(tiff: bytes) -> int:
-    endian = {b"II": "<", b"MM": ">"}.get(tiff[:2])
-    if endian is None:
-        return 1
-    ifd_offset = struct.unpack(endian + "I", tiff[4:8])[0]
-    entries = struct.unpack(endian + "H", tiff[ifd_offset:ifd_offset + 2])[0]
-    for index in range(entries):
-        entry = tiff[ifd_offset + 2 + 12 * index: ifd_offset + 14 + 12 * index]
-        tag, _kind, _count = struct.unpack(endian + "HHI", entry[:8])
-        if tag == 0x0112:
-            value = struct.unpack(endian + "H", entry[8:10])[0]
-            return value if 1 <= value <= 8 else 1
-    return 1
-
-
 # -- writing --------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -216,37 +277,120 @@ class ImageEncodeSettings:
     format: str
     """One of FORMAT_EXTENSIONS' keys."""
     quality: int | None = None
-    """JPEG/WebP quality 1-100 (None: 95 for JPEG, lossless 101 for WebP is not used: 95)."""
+    """JPEG/WebP/HEIC/AVIF quality 1-100 (None: 95); above 100, lossless WebP."""
+    to_srgb: bool = False
+    """Convert 8-bit colour from its ICC profile to sRGB (and tag it sRGB); else pixels stay as stored."""
 
 
-def encode_image(pixels: np.ndarray, options: ImageEncodeSettings) -> bytes:
-    """Encode an RGB/RGBA/gray array; 16-bit data goes to 8-bit only for formats that cannot hold it."""
-    if options.format in _EIGHT_BIT_ONLY and pixels.dtype == np.uint16:
-        pixels = np.round(pixels.astype(np.float32) / 257.0).astype(np.uint8)
+def encode_image(pixels: np.ndarray, options: ImageEncodeSettings, carried: Metadata | None = None) -> bytes:
+    """Encode an RGB/RGBA/gray(+alpha) array with ``carried`` metadata (what the format can hold).
+
+    16-bit data goes to 8-bit only for formats that cannot hold it.
+    """
+    carried = carried or Metadata()
+    pixels = to_format_depth(pixels, options.format)
+    if options.format == "gif":
+        from . import animation
+
+        return animation.encode_gif([pixels], None, carried)
+    if pixels.dtype == np.uint8 and options.format != "bmp" or pixels.ndim == 2 and options.format == "tiff":
+        return _pillow_encode(pixels, options, carried)
+    encoded = _opencv_encode(pixels, options)
+    if options.format == "png":
+        return png_with_metadata(encoded, carried, pixels.shape[1], pixels.shape[0])
+    return encoded
+
+
+def encoding_losses(pixels: np.ndarray, options: ImageEncodeSettings, carried: Metadata) -> list[str]:
+    """What ``carried`` holds that encoding ``pixels`` as ``options.format`` cannot keep."""
+    opencv_tiff = options.format == "tiff" and pixels.dtype == np.uint16 and pixels.ndim == 3
+    if opencv_tiff:
+        lost = [metadata.NAMES[name] for name in carried.present()]
+        what = "16-bit colour TIFF"
+    else:
+        lost = metadata.losses(carried, options.format)
+        what = options.format.upper()
+    notes = [f"{', '.join(lost)} cannot be written to {what}"] if lost else []
+    if options.to_srgb and carried.icc and to_format_depth(pixels, options.format).dtype == np.uint16:
+        notes.append("16-bit colour is written in its own profile: --to-srgb converts 8-bit outputs only")
+    return notes
+
+
+def to_format_depth(pixels: np.ndarray, image_format: str) -> np.ndarray:
+    if image_format in _EIGHT_BIT_ONLY and pixels.dtype == np.uint16:
+        return np.round(pixels.astype(np.float32) / 257.0).astype(np.uint8)
+    return pixels
+
+
+def to_pillow(pixels: np.ndarray, image_format: str) -> Any:
+    """A Pillow image of ``pixels`` in a mode ``image_format`` holds (JPEG: no alpha; others: no gray+alpha)."""
+    image_module = pillow.image_module()
+    if pixels.ndim == 3 and pixels.shape[2] == 2 and image_format not in ("png", "tiff"):
+        gray, alpha = pixels[:, :, 0], pixels[:, :, 1]
+        pixels = gray if image_format == "jpeg" else np.dstack([gray, gray, gray, alpha])
+    if image_format == "jpeg" and pixels.ndim == 3 and pixels.shape[2] == 4:
+        pixels = pixels[:, :, :3]  # JPEG has no alpha channel
+    if pixels.ndim == 2 and image_format in ("webp", "heic", "avif"):
+        pixels = np.dstack([pixels] * 3)
+    return image_module.fromarray(np.ascontiguousarray(pixels))
+
+
+def pillow_save_options(options: ImageEncodeSettings, carried: Metadata, width: int, height: int) -> dict[str, Any]:
+    """Pillow's save arguments for a format: compression, quality and the carried metadata."""
+    quality = options.quality if options.quality is not None else 95
+    extra: dict[str, Any] = {
+        "png": {"compress_level": 3},
+        "jpeg": {"quality": quality},
+        "webp": {"lossless": True} if quality > 100 else {"quality": quality},
+        "tiff": {"compression": "tiff_adobe_deflate"},
+        "heic": {"quality": min(quality, 100)},
+        "avif": {"quality": min(quality, 100)},
+    }.get(options.format, {})
+    saved = {**extra, **metadata.pillow_save_options(carried, options.format, width, height)}
+    tags = saved.get("tiffinfo")
+    if tags is not None and (0x8769 in tags or 0x8825 in tags):
+        # Pillow compresses TIFF through libtiff, which cannot write EXIF's sub-IFDs: keep the EXIF, uncompressed.
+        saved.pop("compression")
+    return saved
+
+
+def _pillow_encode(pixels: np.ndarray, options: ImageEncodeSettings, carried: Metadata) -> bytes:
+    import io
+
+    image = to_pillow(pixels, options.format)
+    if options.to_srgb and carried.icc and image.mode in ("RGB", "RGBA"):
+        image = metadata.convert_to_srgb(image, carried.icc)
+        carried = replace(carried, icc=metadata.srgb_profile())
+    buffer = io.BytesIO()
+    save_format = {"heic": "HEIF"}.get(options.format, options.format.upper())
+    try:
+        image.save(buffer, save_format, **pillow_save_options(options, carried, image.width, image.height))
+    except (OSError, ValueError, KeyError) as error:
+        if options.format == "heic" and not pillow.has_heif():
+            raise OutputError("cannot write HEIC: no HEIF encoder installed", hint=pillow.HEIF_HINT) from None
+        raise OutputError(f"could not encode the result as {options.format}: {error}") from None
+    return buffer.getvalue()
+
+
+def _opencv_encode(pixels: np.ndarray, options: ImageEncodeSettings) -> bytes:
     if pixels.ndim == 3 and pixels.shape[2] == 2:
         if options.format == "png":
             return _gray_alpha_png(pixels)
-        # Other formats hold no gray+alpha: equal colour channels (or gray alone for JPEG).
-        gray, alpha = pixels[:, :, 0], pixels[:, :, 1]
-        pixels = gray if options.format == "jpeg" else np.dstack([gray, gray, gray, alpha])
-    if options.format == "jpeg" and pixels.ndim == 3 and pixels.shape[2] == 4:
-        pixels = pixels[:, :, :3]  # JPEG has no alpha channel
+        gray, alpha = pixels[:, :, 0], pixels[:, :, 1]  # no gray+alpha here: equal colour channels
+        pixels = np.dstack([gray, gray, gray, alpha])
     if pixels.ndim == 3 and pixels.shape[2] == 3:
         pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
     elif pixels.ndim == 3 and pixels.shape[2] == 4:
         pixels = cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA)
-    params: list[int] = []
-    quality = options.quality if options.quality is not None else 95
-    if options.format == "jpeg":
-        params = [cv2.IMWRITE_JPEG_QUALITY, quality]
-    elif options.format == "webp":
-        params = [cv2.IMWRITE_WEBP_QUALITY, quality]
-    elif options.format == "png":
-        params = [cv2.IMWRITE_PNG_COMPRESSION, 3]
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 3] if options.format == "png" else []
     ok, buffer = cv2.imencode(FORMAT_EXTENSIONS[options.format], pixels, params)
     if not ok:
         raise OutputError(f"could not encode the result as {options.format}")
     return buffer.tobytes()
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
 def _gray_alpha_png(pixels: np.ndarray) -> bytes:
@@ -256,17 +400,32 @@ def _gray_alpha_png(pixels: np.ndarray) -> bytes:
     samples = pixels.astype(">u2") if depth == 16 else pixels
     rows = np.zeros((height, 1 + samples[0].nbytes), np.uint8)  # filter byte 0 before each row
     rows[:, 1:] = samples.reshape(height, -1).view(np.uint8)
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
     header = struct.pack(">IIBBBBB", width, height, depth, 4, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
-            + chunk(b"IEND", b""))
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
+            + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + _png_chunk(b"IEND", b""))
 
 
-def write_image(path: Path, pixels: np.ndarray, options: ImageEncodeSettings, overwrite: bool = False) -> None:
-    fs.write_bytes(path, encode_image(pixels, options), overwrite=overwrite)
+def png_with_metadata(png: bytes, carried: Metadata, width: int, height: int) -> bytes:
+    """``png`` (from an encoder that writes no metadata) with iCCP, eXIf and XMP chunks after its header.
+
+    Pillow encodes these blocks (EXIF via Pillow's Exif); only the standard chunk wrapping is ours.
+    """
+    chunks = b""
+    if carried.icc:
+        chunks += _png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(carried.icc))
+    exif = metadata.updated_exif(carried.exif, width, height) if carried.exif else None
+    if exif is not None:
+        written = exif.tobytes()
+        chunks += _png_chunk(b"eXIf", written[6:] if written.startswith(b"Exif\x00\x00") else written)
+    if carried.xmp:
+        chunks += _png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + carried.xmp)
+    header_end = 8 + 25  # signature + IHDR chunk
+    return png[:header_end] + chunks + png[header_end:] if chunks else png
+
+
+def write_image(path: Path, pixels: np.ndarray, options: ImageEncodeSettings, overwrite: bool = False,
+                carried: Metadata | None = None) -> None:
+    fs.write_bytes(path, encode_image(pixels, options, carried), overwrite=overwrite)
 
 
 def resize(pixels: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -51,3 +51,44 @@ def upscale_pixels(engine: Engine, pixels: np.ndarray, reporter: Reporter | None
             upscaled_alpha = upscale_pixels(engine, alpha, reporter)
         return np.dstack([color, upscaled_alpha])
     return upscale_image(engine, pixels, reporter)
+
+
+def upscale_frames(engine: Engine, frames: tuple[np.ndarray, ...],
+                   reporter: Reporter | None = None) -> list[np.ndarray]:
+    """Upscale the frames of an animation or the pages of a TIFF; same channels and depth out.
+
+    Frames of one size and kind (an animation's always are) go through the engine in batches of
+    ``engine.batch``, like video frames, colour and alpha each as a batch; a frames bar counts them.
+    """
+    if len(frames) == 1:
+        return [upscale_pixels(engine, frames[0], reporter)]
+    task = reporter.task("frames", total=len(frames), unit="frame") if reporter else None
+    results: list[np.ndarray] = []
+    try:
+        first = frames[0]
+        uniform = len({(f.shape, f.dtype) for f in frames}) == 1 and first.ndim == 3 and first.shape[2] in (3, 4)
+        step = max(1, engine.batch) if uniform else 1
+        for start in range(0, len(frames), step):
+            chunk = frames[start:start + step]
+            results.extend(_upscale_batch(engine, np.stack(chunk), reporter) if uniform
+                           else [upscale_pixels(engine, chunk[0], reporter)])
+            if task:
+                task.advance(len(chunk))
+    finally:
+        if task:
+            task.close()
+    return results
+
+
+def _upscale_batch(engine: Engine, stack: np.ndarray, reporter: Reporter | None) -> list[np.ndarray]:
+    """N x H x W x 3|4 -> N upscaled frames; alpha goes through the network as gray, unless all opaque."""
+    colour = upscale_rgb(engine, np.ascontiguousarray(stack[..., :3]), reporter)
+    if stack.shape[3] == 3:
+        return list(colour)
+    alpha = stack[..., 3]
+    if alpha.min() == alpha.max():
+        upscaled_alpha = np.full(colour.shape[:3], alpha.flat[0], dtype=stack.dtype)
+    else:
+        gray = upscale_rgb(engine, np.repeat(alpha[..., None], 3, axis=3), reporter)
+        upscaled_alpha = np.round(gray.astype(np.float32).mean(axis=3)).astype(stack.dtype)
+    return [np.dstack([c, a]) for c, a in zip(colour, upscaled_alpha, strict=True)]

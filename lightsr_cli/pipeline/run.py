@@ -9,12 +9,13 @@ assertion, a MemoryError) becomes that file's failure, named by its exception ty
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from dataclasses import dataclass, field
 
 from ..engine import Engine, EnginePool
 from ..errors import LightsrError, OutputExistsError, TargetBusyError
-from ..progress import NullReporter, Reporter
+from ..progress import NullReporter, ProgressTask, Reporter
 from .images import OutputSettings, run_image_job
 from .jobs import Job, MediaKind
 from .video import VideoResult, VideoSettings, run_video_job
@@ -40,6 +41,28 @@ def unexpected_failure(error: Exception) -> LightsrError:
     return failure
 
 
+class NotesOnce:
+    """A Reporter that passes each distinct note on once: a folder of 500 photos says a loss once."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self._reporter = reporter
+        self._said: set[str] = set()
+        self._lock = threading.Lock()
+
+    def task(self, description: str, total: float | None, unit: str = "") -> ProgressTask:
+        return self._reporter.task(description, total, unit)
+
+    def note(self, message: str) -> None:
+        with self._lock:
+            if message in self._said:
+                return
+            self._said.add(message)
+        self._reporter.note(message)
+
+    def failed(self, subject: str, error: LightsrError) -> None:
+        self._reporter.failed(subject, error)
+
+
 def run_jobs(pool: EnginePool, jobs: list[Job], output: OutputSettings, video: VideoSettings | None = None,
              reporter: Reporter | None = None) -> RunSummary:
     """Run every job; a job that fails is recorded and the others still run.
@@ -47,7 +70,7 @@ def run_jobs(pool: EnginePool, jobs: list[Job], output: OutputSettings, video: V
     Images are spread over the pool's devices (one file per device at a time); videos run one
     after another, each spreading its frames over the devices.
     """
-    reporter = reporter or NullReporter()
+    reporter = NotesOnce(reporter or NullReporter())
     summary = RunSummary()
     started = time.perf_counter()
     files = reporter.task("files", total=len(jobs), unit="file") if len(jobs) > 1 else None

@@ -83,9 +83,14 @@ def test_exif_rotated_jpeg_is_read_upright(tmp_path):
     assert upright[:8].mean() < 30 and upright[12:].mean() > 225
 
 
-def test_orientation_parser_tolerates_garbage():
-    assert images.read_exif_orientation(b"\xff\xd8\xff\xe1\x00\x08Exif\x00\x00II") == 1
-    assert images.read_exif_orientation(b"not an image") == 1
+def test_damaged_exif_reads_as_orientation_1(tmp_path):
+    # A JPEG whose APP1 'Exif' block is cut short after the byte order: decoded, not rotated, no error.
+    ok, encoded = cv2.imencode(".jpg", np.zeros((6, 10, 3), np.uint8))
+    assert ok
+    data = encoded.tobytes()
+    path = tmp_path / "damaged.jpg"
+    path.write_bytes(data[:2] + b"\xff\xe1\x00\x0aExif\x00\x00II" + data[2:])
+    assert images.read_image(path).shape == (6, 10, 3)
 
 
 def test_corrupt_and_missing_inputs_raise_input_error(tmp_path):

@@ -1,0 +1,223 @@
+"""What a picture says about itself (EXIF, XMP, IPTC, ICC profile), read from one file and written into another.
+
+Pillow parses and writes every block (no hand-written EXIF or ICC parser). What is carried is kept as
+bytes in a frozen ``Metadata``; when writing, EXIF gets orientation 1 (the pixels were rotated on
+reading) and the new pixel dimensions. A block the output format cannot hold is named in the
+returned list of losses, which the pipeline says once per run: never dropped silently.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass, replace
+from typing import Any
+
+_EXIF_IFD, _GPS_IFD, _INTEROP_IFD = 0x8769, 0x8825, 0xA005
+_ORIENTATION, _PIXEL_X, _PIXEL_Y = 0x0112, 0xA002, 0xA003
+_XMP_TAG, _IPTC_TAG, _ICC_TAG, _PHOTOSHOP_TAG = 700, 33723, 34675, 34377
+_IPTC_RESOURCE = 0x0404
+# TIFF tags that describe how a file stores its pixels (not the picture): a TIFF's first IFD
+# holds them beside the EXIF fields, and they must not travel into another file.
+_STORAGE_TAGS = frozenset({
+    254, 255, 256, 257, 258, 259, 262, 263, 266, 269, 273, 277, 278, 279, 280, 281, 282, 283, 284, 285, 296, 297,
+    317, 318, 319, 320, 321, 322, 323, 324, 325, 330, 332, 338, 339, 340, 341, 347, 513, 514, 529, 530, 531, 532,
+    _XMP_TAG, _IPTC_TAG, _ICC_TAG, _PHOTOSHOP_TAG, _EXIF_IFD, _GPS_IFD, _INTEROP_IFD, 50341, 59932, 59933,
+})
+_FORMATS_WITH = {
+    "exif": {"jpeg", "png", "webp", "tiff", "heic", "avif"},
+    "xmp": {"jpeg", "png", "webp", "tiff", "heic", "avif"},
+    "iptc": {"jpeg", "tiff"},
+    "icc": {"jpeg", "png", "webp", "tiff", "heic", "avif"},
+}
+NAMES = {"exif": "EXIF", "xmp": "XMP", "iptc": "IPTC", "icc": "ICC profile"}
+
+
+@dataclass(frozen=True)
+class Metadata:
+    exif: bytes | None = None
+    """EXIF as Pillow writes it (TIFF structure), pixel-storage tags removed; orientation as read."""
+    xmp: bytes | None = None
+    iptc: bytes | None = None
+    """IPTC-IIM records (the bytes inside a JPEG's Photoshop block or a TIFF's IPTC tag)."""
+    icc: bytes | None = None
+
+    def present(self) -> list[str]:
+        return [name for name in ("exif", "xmp", "iptc", "icc") if getattr(self, name)]
+
+
+@dataclass(frozen=True)
+class MetadataPolicy:
+    strip: bool = False
+    """Write no EXIF, XMP or IPTC (privacy: GPS, camera serial numbers)."""
+    strip_icc: bool = False
+    """Drop the ICC profile too (the colours then look different in managed viewers)."""
+    to_srgb: bool = False
+    """Convert the pixels from their profile to sRGB and tag the output sRGB."""
+
+
+def read_metadata(picture: Any) -> Metadata:
+    """The metadata of an opened Pillow image (its current frame or page); nothing is decoded."""
+    info = picture.info
+    exif = _portable_exif(picture)
+    xmp = info.get("xmp") or info.get("XML:com.adobe.xmp")
+    iptc = None
+    tags = getattr(picture, "tag_v2", None)
+    if tags is not None:  # TIFF
+        xmp = xmp or tags.get(_XMP_TAG)
+        iptc = tags.get(_IPTC_TAG)
+    photoshop = info.get("photoshop")
+    if isinstance(photoshop, dict):  # JPEG APP13: Pillow splits the resources, 0x0404 is IPTC
+        iptc = iptc or photoshop.get(_IPTC_RESOURCE)
+    return Metadata(exif=exif, xmp=_as_bytes(xmp), iptc=_as_bytes(iptc), icc=info.get("icc_profile") or None)
+
+
+def _as_bytes(value: Any) -> bytes | None:
+    if value is None or value == b"" or value == "":
+        return None
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (tuple, list)):  # a TIFF BYTE tag read as a tuple of ints
+        return bytes(value)
+    return bytes(value)
+
+
+def _portable_exif(picture: Any) -> bytes | None:
+    """EXIF that can go into another file: a JPEG/PNG/WebP/HEIC/AVIF's own block as it is (checked and
+    updated when written); a TIFF's first IFD without the tags that describe its pixel storage."""
+    raw = picture.info.get("exif")
+    if raw and getattr(picture, "tag_v2", None) is None:
+        return bytes(raw)
+    try:
+        source = picture.getexif()
+    except Exception:  # noqa: BLE001 - damaged EXIF must not stop an otherwise good image
+        return None
+    from PIL import Image
+
+    exif = Image.Exif()
+    for tag, value in source.items():
+        if tag not in _STORAGE_TAGS:
+            exif[tag] = value
+    for pointer in (_EXIF_IFD, _GPS_IFD):
+        try:
+            sub = source.get_ifd(pointer)
+        except Exception:  # noqa: BLE001 - a damaged sub-IFD is dropped, the rest kept
+            sub = {}
+        if sub:
+            exif.get_ifd(pointer).update({tag: value for tag, value in sub.items() if tag != _INTEROP_IFD})
+    if not len(exif) and not exif.get_ifd(_EXIF_IFD) and not exif.get_ifd(_GPS_IFD):
+        return None
+    try:
+        return exif.tobytes()
+    except Exception:  # noqa: BLE001 - a value Pillow cannot write back must not stop an otherwise good image
+        return None
+
+
+def orientation(picture: Any) -> int:
+    """The EXIF orientation (1-8) of an opened Pillow image; 1 when absent or damaged."""
+    try:
+        value = picture.getexif().get(_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - damaged metadata must not stop an otherwise good image
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def for_output(metadata: Metadata, policy: MetadataPolicy) -> Metadata:
+    """What the policy lets through (ICC kept with --strip-metadata unless --strip-icc)."""
+    kept = Metadata(icc=metadata.icc) if policy.strip else metadata
+    return replace(kept, icc=None) if policy.strip_icc else kept
+
+
+def losses(metadata: Metadata, image_format: str) -> list[str]:
+    """Names of the blocks that ``metadata`` has and ``image_format`` cannot hold."""
+    return [NAMES[name] for name in metadata.present() if image_format not in _FORMATS_WITH[name]]
+
+
+def updated_exif(exif_bytes: bytes, width: int, height: int) -> Any | None:
+    """A Pillow Exif with orientation 1 and the new pixel dimensions; None when the block cannot be read."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    try:
+        exif.load(exif_bytes)
+    except Exception:  # noqa: BLE001 - a damaged block is not written rather than failing the image
+        return None
+    if _ORIENTATION in exif:
+        exif[_ORIENTATION] = 1
+    exif_ifd = exif.get_ifd(_EXIF_IFD)
+    if _PIXEL_X in exif_ifd or _PIXEL_Y in exif_ifd:
+        exif_ifd[_PIXEL_X], exif_ifd[_PIXEL_Y] = width, height
+    return exif
+
+
+def pillow_save_options(metadata: Metadata, image_format: str, width: int, height: int) -> dict[str, Any]:
+    """Keyword arguments for Pillow's ``save`` that write ``metadata`` into ``image_format``."""
+    options: dict[str, Any] = {}
+    if metadata.icc and image_format in _FORMATS_WITH["icc"]:
+        options["icc_profile"] = metadata.icc
+    exif = updated_exif(metadata.exif, width, height) if metadata.exif else None
+    if image_format == "tiff":
+        return {**options, "tiffinfo": _tiff_tags(metadata, exif)}
+    if exif is not None and image_format in _FORMATS_WITH["exif"]:
+        options["exif"] = exif
+    if metadata.xmp and image_format in _FORMATS_WITH["xmp"]:
+        if image_format == "png":
+            from PIL import PngImagePlugin
+
+            text = PngImagePlugin.PngInfo()
+            text.add_itxt("XML:com.adobe.xmp", metadata.xmp.decode("utf-8", "replace"))
+            options["pnginfo"] = text
+        else:
+            options["xmp"] = metadata.xmp
+    if metadata.iptc and image_format == "jpeg":
+        options["extra"] = jpeg_iptc_segment(metadata.iptc)
+    return options
+
+
+def _tiff_tags(metadata: Metadata, exif: Any) -> Any:
+    """EXIF fields as TIFF tags (sub-IFDs as dicts, which Pillow writes as IFDs), plus XMP and IPTC."""
+    from PIL import TiffImagePlugin
+
+    tags = TiffImagePlugin.ImageFileDirectory_v2()
+    if exif is not None:
+        for tag, value in exif.items():
+            if tag not in _STORAGE_TAGS:
+                tags[tag] = value
+        for pointer in (_EXIF_IFD, _GPS_IFD):
+            sub = exif.get_ifd(pointer)
+            if sub:
+                tags[pointer] = dict(sub)
+    if metadata.xmp:
+        tags[_XMP_TAG] = metadata.xmp
+    if metadata.iptc:
+        tags[_IPTC_TAG] = metadata.iptc
+    return tags
+
+
+def jpeg_iptc_segment(iptc: bytes) -> bytes:
+    """A JPEG APP13 segment holding IPTC records: 'Photoshop 3.0', one 8BIM resource 0x0404.
+
+    Pillow reads this block but has no option to write it; the container is four fixed fields
+    (the IPTC records themselves are carried unchanged).
+    """
+    body = iptc + (b"\x00" if len(iptc) % 2 else b"")
+    resource = b"8BIM" + struct.pack(">H", _IPTC_RESOURCE) + b"\x00\x00" + struct.pack(">I", len(iptc)) + body
+    payload = b"Photoshop 3.0\x00" + resource
+    if len(payload) + 2 > 0xFFFF:
+        return b""  # too large for one segment; said as a loss by the caller's check of the result
+    return b"\xff\xed" + struct.pack(">H", len(payload) + 2) + payload
+
+
+def srgb_profile() -> bytes:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def convert_to_srgb(picture: Any, icc: bytes) -> Any:
+    """An 8-bit RGB/RGBA Pillow image converted from the profile ``icc`` to sRGB (perceptual intent)."""
+    from PIL import ImageCms
+
+    source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    target = ImageCms.createProfile("sRGB")
+    return ImageCms.profileToProfile(picture, source, target, outputMode=picture.mode)

@@ -1,0 +1,378 @@
+"""Photos keep everything: EXIF (GPS, dates, orientation reset, sizes updated), XMP, IPTC, ICC; animations,
+pages, HEIC and AVIF (issue 12). Tiny generated inputs through a toy x2 network (nearest neighbour)."""
+
+from __future__ import annotations
+
+import io
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageCms, PngImagePlugin, TiffImagePlugin
+
+from lightsr_cli.media import images, metadata
+from lightsr_cli.media.metadata import MetadataPolicy
+from lightsr_cli.pipeline.images import OutputSettings
+from lightsr_cli.pipeline.jobs import Job, MediaKind
+from lightsr_cli.pipeline.run import run_jobs
+
+from .test_hostile_runs import Recorder as NoteRecorder
+from .test_hostile_runs import cli, toy_pool
+
+XMP = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF><rdf:Description>lightsr-xmp-marker</rdf:Description>'
+       b"</rdf:RDF></x:xmpmeta>")
+IPTC = b"\x1c\x02\x00\x00\x02\x00\x04" + b"\x1c\x02\x05\x00\x0bBridge Test" + b"\x1c\x02\x74\x00\x07(c) Ada"
+GPS_LATITUDE = (48.0, 51.0, 29.5)
+
+
+def display_p3_profile() -> bytes:
+    """A Display P3 matrix/TRC ICC v2 profile (D50-adapted primaries, gamma 2.2), built field by field."""
+    def xyz(x, y, z):
+        return b"XYZ \x00\x00\x00\x00" + struct.pack(">iii", *(round(v * 65536) for v in (x, y, z)))
+
+    description = b"Display P3 (test)"
+    desc = (b"desc\x00\x00\x00\x00" + struct.pack(">I", len(description) + 1) + description + b"\x00"
+            + b"\x00" * 12 + b"\x00\x00" + b"\x00" + b"\x00" * 67)
+    curve = b"curv\x00\x00\x00\x00" + struct.pack(">IH", 1, int(2.2 * 256)) + b"\x00\x00"
+    tags = [(b"desc", desc), (b"wtpt", xyz(0.9642, 1.0, 0.8249)), (b"rXYZ", xyz(0.5151, 0.2412, -0.0011)),
+            (b"gXYZ", xyz(0.2920, 0.6922, 0.0419)), (b"bXYZ", xyz(0.1571, 0.0666, 0.7841)),
+            (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve),
+            (b"cprt", b"text\x00\x00\x00\x00none\x00\x00\x00\x00")]
+    offset = 128 + 4 + 12 * len(tags)
+    table, body = struct.pack(">I", len(tags)), b""
+    for signature, data in tags:
+        data += b"\x00" * (-len(data) % 4)
+        table += signature + struct.pack(">II", offset + len(body), len(data))
+        body += data
+    size = offset + len(body)
+    header = (struct.pack(">I", size) + b"lcms" + bytes([2, 0x10, 0, 0]) + b"mntrRGB XYZ " + bytes(12) + b"acsp"
+              + b"APPL" + bytes(4) + bytes(4) + bytes(4) + bytes(8) + bytes(4)
+              + struct.pack(">iii", 63190, 65536, 54061) + b"lcms" + bytes(44))
+    assert len(header) == 128
+    return header + table + body
+
+
+P3 = display_p3_profile()
+
+
+class Recorder(NoteRecorder):
+    """Notes, failures and the progress tasks opened (description, total)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tasks: list[tuple[str, float | None]] = []
+
+    def task(self, description, total, unit=""):
+        self.tasks.append((description, total))
+        return super().task(description, total, unit)
+
+
+def photo_exif(orientation: int, width: int, height: int) -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x010F] = "LightCam"  # Make
+    exif[0x0110] = "LC-1"  # Model
+    exif[0x0112] = orientation
+    exif_ifd = exif.get_ifd(0x8769)
+    exif_ifd[0x9003] = "2024:05:06 07:08:09"  # DateTimeOriginal
+    exif_ifd[0xA002], exif_ifd[0xA003] = width, height
+    gps = exif.get_ifd(0x8825)
+    gps[1], gps[2] = "N", GPS_LATITUDE
+    return exif
+
+
+def jpeg_iptc(iptc: bytes) -> bytes:
+    """An APP13 'Photoshop 3.0' segment with one 8BIM IPTC resource (built here independently of the code)."""
+    resource = b"8BIM\x04\x04\x00\x00" + struct.pack(">I", len(iptc)) + iptc + b"\x00" * (len(iptc) % 2)
+    payload = b"Photoshop 3.0\x00" + resource
+    return b"\xff\xed" + struct.pack(">H", len(payload) + 2) + payload
+
+
+def make_photo(path: Path, fmt: str, orientation: int = 6, size=(10, 6), icc: bytes = P3, depth16=False) -> Path:
+    """A photo stored ``size`` (w, h) with EXIF (GPS, date, orientation), XMP, IPTC (JPEG/TIFF) and an ICC profile."""
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(30, 220, (size[1], size[0], 3)).astype(np.uint8)
+    exif = photo_exif(orientation, *size)
+    options: dict = {"icc_profile": icc}
+    if fmt == "jpeg":
+        options.update(exif=exif, xmp=XMP, extra=jpeg_iptc(IPTC), quality=100)
+    elif fmt == "png":
+        text = PngImagePlugin.PngInfo()
+        text.add_itxt("XML:com.adobe.xmp", XMP.decode())
+        options.update(exif=exif, pnginfo=text)
+    elif fmt == "webp":
+        options.update(exif=exif, xmp=XMP, lossless=True)
+    elif fmt == "tiff":
+        tags = TiffImagePlugin.ImageFileDirectory_v2()
+        for tag, value in exif.items():
+            tags[tag] = value
+        tags[0x8769], tags[0x8825] = dict(exif.get_ifd(0x8769)), dict(exif.get_ifd(0x8825))
+        tags[700], tags[33723] = XMP, IPTC
+        options = {"tiffinfo": tags, "icc_profile": icc}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, fmt.upper(), **options)
+    return path
+
+
+def upscale(source: Path, target: Path, policy: MetadataPolicy | None = None, recorder: Recorder | None = None,
+            quality: int | None = None):
+    settings = OutputSettings(quality=quality, metadata=policy or MetadataPolicy())
+    summary = run_jobs(toy_pool(), [Job(source, target, MediaKind.IMAGE)], settings, reporter=recorder or Recorder())
+    assert not summary.failed, summary.failed
+    return Image.open(target)
+
+
+def iptc_of(picture: Image.Image) -> bytes | None:
+    return metadata.read_metadata(picture).iptc
+
+
+def xmp_of(picture: Image.Image) -> bytes:
+    return metadata.read_metadata(picture).xmp or b""
+
+
+# -- metadata carried over --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("orientation", [6, 8])
+@pytest.mark.parametrize("fmt", ["jpeg", "png", "webp", "tiff"])
+def test_every_kind_of_metadata_is_carried_with_orientation_normal_and_sizes_updated(tmp_path, fmt, orientation):
+    suffix = images.FORMAT_EXTENSIONS[fmt]
+    source = make_photo(tmp_path / f"photo{suffix}", fmt, orientation, size=(10, 6))
+    out = upscale(source, tmp_path / f"photo_x2{suffix}")
+    assert out.size == (12, 20)  # stored 10 x 6, turned upright (6 x 10), doubled
+    exif = out.getexif()
+    assert exif.get(0x0112, 1) == 1
+    assert exif[0x010F] == "LightCam" and exif[0x0110] == "LC-1"
+    assert exif.get_ifd(0x8769)[0x9003] == "2024:05:06 07:08:09"
+    assert (exif.get_ifd(0x8769)[0xA002], exif.get_ifd(0x8769)[0xA003]) == (12, 20)
+    gps = exif.get_ifd(0x8825)
+    assert gps[1] == "N" and tuple(float(v) for v in gps[2]) == GPS_LATITUDE
+    assert b"lightsr-xmp-marker" in xmp_of(out)
+    assert out.info.get("icc_profile") == P3
+    if fmt in ("jpeg", "tiff"):
+        assert iptc_of(out) == IPTC
+
+
+def test_orientation_6_turns_the_pixels_clockwise(tmp_path):
+    stored = np.zeros((6, 10, 3), np.uint8)
+    stored[:, 5:] = 255  # right half white
+    source = tmp_path / "turned.png"
+    Image.fromarray(stored).save(source, exif=photo_exif(6, 10, 6))
+    out = np.asarray(upscale(source, tmp_path / "turned_x2.png"))
+    assert out.shape == (20, 12, 3)
+    assert out[:8].mean() < 10 and out[12:].mean() > 245  # clockwise: the stored left half ends on top
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png"])
+def test_strip_metadata_leaves_only_the_icc_profile_and_strip_icc_drops_it(tmp_path, fmt):
+    suffix = images.FORMAT_EXTENSIONS[fmt]
+    source = make_photo(tmp_path / f"p{suffix}", fmt)
+    stripped = upscale(source, tmp_path / f"s{suffix}", MetadataPolicy(strip=True))
+    assert not stripped.getexif() and not xmp_of(stripped) and iptc_of(stripped) is None
+    assert stripped.info.get("icc_profile") == P3
+    assert b"LightCam" not in (tmp_path / f"s{suffix}").read_bytes()
+    bare = upscale(source, tmp_path / f"b{suffix}", MetadataPolicy(strip=True, strip_icc=True))
+    assert not bare.getexif() and "icc_profile" not in bare.info
+
+
+def test_cli_strip_flags_and_a_loss_note_said_once(tmp_path):
+    make_photo(tmp_path / "in" / "a.jpg", "jpeg")
+    make_photo(tmp_path / "in" / "b.jpg", "jpeg")
+    code, _, err = cli("upscale", str(tmp_path / "in"), "-o", str(tmp_path / "bmp"), "-f", "bmp", "-s", "2",
+                       "--device", "cpu")
+    assert code == 0, err
+    assert err.count("EXIF, XMP, IPTC, ICC profile cannot be written to BMP") == 1
+    code, _, err = cli("upscale", str(tmp_path / "in" / "a.jpg"), "-o", str(tmp_path / "s.jpg"), "-s", "2",
+                       "--strip-metadata", "--device", "cpu")
+    assert code == 0, err
+    out = Image.open(tmp_path / "s.jpg")
+    assert not out.getexif() and not xmp_of(out) and out.info.get("icc_profile") == P3
+    code, _, err = cli("upscale", str(tmp_path / "in" / "a.jpg"), "-o", str(tmp_path / "n.jpg"), "-s", "2",
+                       "--strip-metadata", "--strip-icc", "--device", "cpu")
+    assert code == 0, err and "icc_profile" not in Image.open(tmp_path / "n.jpg").info
+
+
+def test_a_format_without_iptc_says_so(tmp_path):
+    source = make_photo(tmp_path / "p.jpg", "jpeg")
+    recorder = Recorder()
+    upscale(source, tmp_path / "p_x2.webp", recorder=recorder)
+    assert recorder.notes == ["note: IPTC cannot be written to WEBP"]
+
+
+def test_colours_stay_as_stored_unless_to_srgb_is_asked(tmp_path):
+    source = tmp_path / "p3.png"
+    Image.fromarray(np.full((4, 4, 3), (200, 100, 50), np.uint8)).save(source, icc_profile=P3)
+    kept = upscale(source, tmp_path / "kept.png")
+    assert tuple(np.asarray(kept)[0, 0]) == (200, 100, 50) and kept.info["icc_profile"] == P3
+    converted = upscale(source, tmp_path / "srgb.png", MetadataPolicy(to_srgb=True))
+    expected = ImageCms.profileToProfile(Image.open(source), ImageCms.ImageCmsProfile(io.BytesIO(P3)),
+                                         ImageCms.createProfile("sRGB"))
+    assert tuple(np.asarray(converted)[0, 0]) == tuple(np.asarray(expected)[0, 0]) != (200, 100, 50)
+    assert converted.info["icc_profile"] == metadata.srgb_profile()
+
+
+def test_sixteen_bit_png_keeps_depth_and_metadata(tmp_path):
+    import cv2
+
+    deep = (np.random.default_rng(2).integers(0, 65535, (5, 7, 3))).astype(np.uint16)
+    encoded = images.encode_image(deep, images.ImageEncodeSettings("png"),
+                                  metadata.Metadata(exif=photo_exif(1, 7, 5).tobytes(), xmp=XMP, icc=P3))
+    source = tmp_path / "deep.png"
+    source.write_bytes(encoded)
+    out = upscale(source, tmp_path / "deep_x2.png")
+    pixels = cv2.imread(str(tmp_path / "deep_x2.png"), cv2.IMREAD_UNCHANGED)
+    assert pixels.dtype == np.uint16 and pixels.shape == (10, 14, 3)
+    np.testing.assert_array_equal(pixels[::2, ::2, ::-1], deep)
+    assert out.info["icc_profile"] == P3 and b"lightsr-xmp-marker" in xmp_of(out)
+    assert out.getexif().get_ifd(0x8769)[0xA002] == 14
+
+
+# -- animations and pages ---------------------------------------------------------------------------
+
+def animation_frames(alpha: bool) -> list[Image.Image]:
+    colours = [(250, 20, 20), (20, 250, 20), (20, 20, 250)]
+    frames = []
+    for index, colour in enumerate(colours):
+        pixels = np.zeros((8, 10, 4), np.uint8)
+        pixels[..., :3] = colour
+        pixels[..., 3] = 255
+        pixels[index * 2:index * 2 + 3, :, :3] = 255 - np.array(colour)  # a band that moves
+        if alpha:
+            pixels[:, :2, 3] = 0
+        frames.append(Image.fromarray(pixels if alpha else pixels[..., :3]))
+    return frames
+
+
+@pytest.mark.parametrize("fmt", ["gif", "webp", "png"])
+def test_animations_keep_every_frame_durations_and_loop(tmp_path, fmt):
+    durations = [40, 90, 150]
+    frames = animation_frames(alpha=fmt != "gif")
+    source = tmp_path / f"anim.{fmt}"
+    save = {"save_all": True, "append_images": frames[1:], "duration": durations, "loop": 2}
+    if fmt == "webp":
+        save["lossless"] = True
+    if fmt != "webp":
+        save["disposal"] = [1, 2, 1]
+    frames[0].save(source, fmt.upper(), **save)
+    recorder = Recorder()
+    out = upscale(source, tmp_path / f"anim_x2.{fmt}", recorder=recorder, quality=101 if fmt == "webp" else None)
+    assert getattr(out, "is_animated", False) and out.n_frames == 3
+    assert out.size == (20, 16) and out.info.get("loop") == 2
+    seen_durations, seen_disposals = [], []
+    for index in range(3):
+        out.seek(index)
+        got = np.asarray(out.convert("RGBA")).astype(int)  # loads the frame (WebP says its duration then)
+        seen_durations.append(out.info["duration"])
+        seen_disposals.append(out.disposal_method if fmt == "gif" else out.info.get("disposal"))
+        want = np.asarray(frames[index].convert("RGBA")).repeat(2, 0).repeat(2, 1).astype(int)
+        seen = want[..., 3] > 0  # a fully transparent pixel's colour is not kept by every encoder
+        assert np.array_equal(got[..., 3], want[..., 3])
+        # WebP written lossless (quality above 100) and APNG: exact; GIF within its rebuilt palette's dithering.
+        assert np.abs(got[seen] - want[seen]).max() <= (8 if fmt == "gif" else 0)
+    assert seen_durations == durations
+    if fmt != "webp":
+        assert seen_disposals == [1, 2, 1]
+    assert any(task == ("frames", 3) for task in recorder.tasks)
+
+
+def test_gif_palette_is_rebuilt_from_the_upscaled_frame(tmp_path):
+    # 200 shades in one frame: the output palette holds the upscaled frame's own colours.
+    ramp = np.stack([np.arange(200, dtype=np.uint8)] * 3, axis=1)[None].repeat(4, axis=0)
+    source = tmp_path / "ramp.gif"
+    frames = [Image.fromarray(ramp), Image.fromarray(255 - ramp)]
+    frames[0].save(source, save_all=True, append_images=frames[1:], duration=[50, 60])
+    out = upscale(source, tmp_path / "ramp_x2.gif")
+    out.seek(1)
+    np.testing.assert_allclose(np.asarray(out.convert("RGB"))[0, ::2, 0], 255 - np.arange(200), atol=2)
+
+
+def test_multi_page_tiff_keeps_every_page_in_order_with_its_own_metadata(tmp_path):
+    source = tmp_path / "scan.tif"
+    pages = [Image.fromarray(np.full((4 + i, 6, 3), 40 * (i + 1), np.uint8)) for i in range(3)]
+    with TiffImagePlugin.AppendingTiffWriter(open(source, "w+b"), new=True) as writer:  # noqa: SIM115
+        for index, page in enumerate(pages):
+            tags = TiffImagePlugin.ImageFileDirectory_v2()
+            tags[270] = f"page {index + 1}"
+            page.save(writer, "TIFF", tiffinfo=tags)
+            writer.newFrame()
+    out = upscale(source, tmp_path / "scan_x2.tif")
+    assert out.n_frames == 3
+    for index in range(3):
+        out.seek(index)
+        assert out.size == (12, 2 * (4 + index)) and out.tag_v2.get(270) == f"page {index + 1}"
+        assert int(np.asarray(out).mean()) == 40 * (index + 1)
+
+
+def test_sixteen_bit_pages_stay_sixteen_bit(tmp_path):
+    import cv2
+
+    pages = [np.full((4, 5, 3), 1000 * (i + 1), np.uint16) for i in range(3)]
+    source = tmp_path / "deep.tif"
+    assert cv2.imwritemulti(str(source), pages)
+    recorder = Recorder()
+    upscale(source, tmp_path / "deep_x2.tif", recorder=recorder)
+    ok, written = cv2.imreadmulti(str(tmp_path / "deep_x2.tif"), flags=cv2.IMREAD_UNCHANGED)
+    assert ok and [(p.dtype, p.shape, int(p.max())) for p in written] == [
+        (np.dtype(np.uint16), (8, 10, 3), 1000 * (i + 1)) for i in range(3)]
+
+
+def test_an_animation_into_a_still_format_says_only_the_first_frame_is_written(tmp_path):
+    frames = animation_frames(alpha=False)
+    source = tmp_path / "a.gif"
+    frames[0].save(source, save_all=True, append_images=frames[1:], duration=[40, 50, 60])
+    recorder = Recorder()
+    out = upscale(source, tmp_path / "a_x2.jpg", recorder=recorder)
+    assert out.size == (20, 16)
+    assert "note: JPEG holds no animation: only the first frame is written" in recorder.notes
+
+
+# -- HEIC and AVIF --------------------------------------------------------------------------------
+
+def test_avif_upscales_to_png_and_back_to_avif(tmp_path):
+    source = tmp_path / "a.avif"
+    pixels = np.random.default_rng(3).integers(0, 255, (8, 12, 3)).astype(np.uint8)
+    Image.fromarray(pixels).save(source, "AVIF", exif=photo_exif(1, 12, 8), xmp=XMP, quality=90)
+    png = upscale(source, tmp_path / "a_x2.png")
+    assert png.size == (24, 16) and png.getexif()[0x010F] == "LightCam"
+    back = upscale(tmp_path / "a_x2.png", tmp_path / "a_x4.avif")
+    assert back.format == "AVIF" and back.size == (48, 32)
+    assert back.getexif()[0x010F] == "LightCam" and b"lightsr-xmp-marker" in xmp_of(back)
+
+
+def test_heic_upscales_to_png_and_back_to_heic(tmp_path):
+    pillow_heif = pytest.importorskip("pillow_heif", reason="pillow-heif (the optional [heif] extra) is not installed")
+    source = tmp_path / "a.heic"
+    pixels = np.random.default_rng(4).integers(0, 255, (8, 12, 3)).astype(np.uint8)
+    pillow_heif.register_heif_opener()
+    Image.fromarray(pixels).save(source, "HEIF", exif=photo_exif(1, 12, 8), quality=90)
+    png = upscale(source, tmp_path / "a_x2.png")
+    assert png.size == (24, 16) and png.getexif()[0x010F] == "LightCam"
+    back = upscale(tmp_path / "a_x2.png", tmp_path / "a_x4.heic")
+    assert back.format == "HEIF" and back.size == (48, 32) and back.getexif()[0x010F] == "LightCam"
+
+
+def test_ten_bit_heic_keeps_its_depth_in_png(tmp_path):
+    pillow_heif = pytest.importorskip("pillow_heif", reason="pillow-heif (the optional [heif] extra) is not installed")
+    deep = np.full((8, 8, 3), 40000, np.uint16)
+    deep[:, 4:] = 20000
+    heif = pillow_heif.from_bytes(mode="RGB;16", size=(8, 8), data=deep.tobytes())
+    source = tmp_path / "deep.heic"
+    heif.save(source, quality=-1)
+    upscale(source, tmp_path / "deep_x2.png")
+    import cv2
+
+    pixels = cv2.imread(str(tmp_path / "deep_x2.png"), cv2.IMREAD_UNCHANGED)
+    assert pixels.dtype == np.uint16 and pixels.shape == (16, 16, 3)
+    # 40000 and 20000 lie between 8-bit levels (multiples of 257): read at 8 bits they would move by up to 128.
+    assert abs(int(pixels[0, 0, 0]) - 40000) < 64 and abs(int(pixels[0, -1, 0]) - 20000) < 64
+    assert (pixels % 257 != 0).all()
+
+
+def test_avif_orientation_is_applied_once(tmp_path):
+    source = tmp_path / "turned.avif"
+    stored = np.zeros((8, 12, 3), np.uint8)
+    stored[:, 6:] = 255  # right half white
+    Image.fromarray(stored).save(source, "AVIF", exif=photo_exif(6, 12, 8), quality=100)
+    out = upscale(source, tmp_path / "turned_x2.png")
+    assert out.size == (16, 24) and out.getexif().get(0x0112, 1) == 1
+    pixels = np.asarray(out)
+    assert pixels[:10].mean() < 40 and pixels[14:].mean() > 215  # clockwise: the stored left half on top
