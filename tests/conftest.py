@@ -9,14 +9,6 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-# torch.compile's on-disk cache is shared by every process of the user: a test run beside another
-# compiling process (a second checkout, a benchmark) read its half-written entries and failed. Each
-# test session compiles into its own folder (inherited by the CLI subprocesses it starts).
-if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
-    import tempfile
-
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="lightsr-tests-inductor-")
-
 
 def _find_shared() -> Path | None:
     candidates = [os.environ.get("LIGHTSR_SHARED_DIR"), REPO_ROOT.parent / "shared", REPO_ROOT / "shared"]

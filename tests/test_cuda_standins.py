@@ -354,9 +354,11 @@ def test_pool_engines_compile_one_at_a_time(monkeypatch):
 
 def test_compiled_graphs_are_counted_and_the_limit_is_honest(monkeypatch):
     """#16.10: a short batch is not padded with copies; shapes past the limit run eager, openly."""
-    from torch._dynamo import config
+    from lightsr_cli.engine import compiled
 
-    monkeypatch.setattr(config, "recompile_limit", 2)
+    # Not torch._dynamo.config itself: restoring its recompile_limit alias left the config broken
+    # for every later torch.compile in the process.
+    monkeypatch.setattr(compiled, "recompile_limit", lambda: 2)
     seen, active = [], []
     _fake_compile(monkeypatch, seen, active)
     network = Recorder()

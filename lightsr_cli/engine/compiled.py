@@ -26,7 +26,7 @@ from torch import nn
 _COMPILE_LOCK = threading.Lock()
 
 
-def _recompile_limit() -> int:
+def recompile_limit() -> int:
     from torch._dynamo import config
 
     return int(getattr(config, "recompile_limit", getattr(config, "cache_size_limit", 8)))
@@ -44,7 +44,7 @@ class CompiledNetwork:
     def __init__(self, eager: nn.Module, compile_fn: Callable[..., Callable] | None = None) -> None:
         self.eager = eager
         self.compiled = (compile_fn or torch.compile)(eager, dynamic=False)
-        self.limit = _recompile_limit()
+        self.limit = recompile_limit()
         self.shapes: set[tuple] = set()
         """Input shapes (with dtype) that have a compiled graph."""
         self.eager_shapes: set[tuple] = set()
