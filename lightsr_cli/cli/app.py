@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from .. import __version__
-from . import bench, evaluate, models, upscale
+from . import bench, compare, evaluate, models, upscale
 
 app = typer.Typer(
     name="lightsr", no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
@@ -32,6 +32,7 @@ def main_options(
 app.command(no_args_is_help=True)(upscale.upscale)
 app.command("eval", no_args_is_help=True)(evaluate.evaluate)
 app.command("bench")(bench.bench)
+app.command("compare", no_args_is_help=True)(compare.compare)
 app.add_typer(models.models_app, name="models")
 
 
