@@ -36,7 +36,7 @@ def compare(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary (errors still print)."),
 ) -> None:
     """Compare models on one image: a labelled grid of the same crop (bicubic first), speed and scores."""
-    from ..pipeline.compare import CompareSettings, parse_crop, select_cards
+    from ..pipeline.compare import CompareSettings, parse_crop, read_input, select_cards
     from ..pipeline.compare import compare as run_compare
     from ..pipeline.compare_output import plan_targets, summary, write_outputs
     from ..pipeline.loading import EngineSettings
@@ -44,10 +44,11 @@ def compare(
     cards, skip_unavailable = select_cards(models, preset_all, scale)
     box = parse_crop(crop)
     targets = plan_targets(image, output, html, overwrite)
-    settings = CompareSettings(box, EngineSettings(device=device, precision=precision.value), skip_unavailable)
+    given = read_input(image, cards[0].scale, box, reference)
+    settings = CompareSettings(EngineSettings(device=device, precision=precision.value), skip_unavailable)
     debug = bool((ctx.find_root().obj or {}).get("debug"))
     with RichReporter(quiet=quiet, debug=debug) as reporter:
-        comparison = run_compare(cards, image, reference, settings, reporter)
+        comparison = run_compare(cards, given, settings, reporter)
         layout = write_outputs(comparison, targets, overwrite)
     report = summary(comparison, targets, layout)
     if as_json:

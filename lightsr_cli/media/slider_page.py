@@ -61,7 +61,7 @@ figure { margin: 0; }
                   line-height: 26px; box-shadow: 0 0 0 1px rgba(0,0,0,.6); }
 .tag { position: absolute; top: 6px; padding: 1px 6px; background: rgba(0,0,0,.65); color: #fff; font-size: 13px;
        pointer-events: none; }
-.tag.before { left: 6px; } .tag.after { right: 6px; }
+.tag-before { left: 6px; } .tag-after { right: 6px; }
 input[type=range] { display: block; width: calc(var(--w) * var(--zoom) * 1px); margin: 8px 0 4px; }
 figcaption { color: #333; } figcaption b { color: #111; }
 """
@@ -117,7 +117,7 @@ def _slider(index: int, before: Comparand, after: Comparand, before_uri: str) ->
     <img class="after" src="{png_data_uri(after.pixels)}" alt="{html.escape(after.title)}" width="{width}"
          height="{height}">
     <div class="divider"></div>
-    <span class="tag before">{html.escape(before.title)}</span><span class="tag after">{html.escape(after.title)}</span>
+    <span class="tag tag-before">{html.escape(before.title)}</span><span class="tag tag-after">{html.escape(after.title)}</span>
   </div>
   <input type="range" min="0" max="100" step="0.5" value="50" aria-label="{html.escape(label)}"
          style="--w: {width}">
@@ -135,7 +135,7 @@ def render_slider_page(title: str, legend: list[str], before: Comparand, afters:
                       f"{z}\u00d7</button>" for z in zooms)
     sliders = "".join(_slider(i, before, after, before_uri) for i, after in enumerate(afters))
     legend_html = "".join(f"<p class=\"legend\">{html.escape(line)}</p>" for line in legend)
-    before_lines = "; ".join(before.lines)
+    before_lines = ", ".join(before.lines)
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -150,8 +150,9 @@ def render_slider_page(title: str, legend: list[str], before: Comparand, afters:
 <body>
 <h1>{html.escape(title)}</h1>
 {legend_html}
-<p class="legend">Left of the divider: {html.escape(before.title)}{f" ({html.escape(before_lines)})" if before_lines else ""}.
-Drag on a picture, or focus its slider and use the arrow keys, to move the divider.</p>
+<p class="legend">Left of each divider: {html.escape(before.title)}{f" ({html.escape(before_lines)})" if before_lines else ""};
+right of it: the model named under the picture. Drag on a picture, or focus its slider and use the arrow keys,
+to move the divider.</p>
 <div class="zoom" role="group" aria-label="zoom">Zoom: {buttons}</div>
 <main class="sliders">{sliders}
 </main>

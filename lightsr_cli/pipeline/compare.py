@@ -51,8 +51,6 @@ class CropBox:
 
 @dataclass(frozen=True)
 class CompareSettings:
-    crop: CropBox | None = None
-    """In input pixels; None: the most detailed region (see :func:`auto_crop`)."""
     engine: EngineSettings = field(default_factory=EngineSettings)
     skip_unavailable: bool = False
     """Leave out (with a note) models whose weights cannot be had, instead of failing: for "every model of a scale"."""
@@ -235,29 +233,52 @@ def run_model(card: ModelCard, rgb: np.ndarray, crop: CropBox, reference: np.nda
         engine.device_description
 
 
-def compare(cards: list[ModelCard], source: Path, reference_path: Path | None, settings: CompareSettings,
-            reporter: Reporter | None = None) -> Comparison:
-    """Bicubic and every card on ``source``; cards of one scale (see :func:`select_cards`)."""
-    reporter = reporter or NullReporter()
-    scale = cards[0].scale
+@dataclass(frozen=True)
+class CompareInput:
+    """The image, the region and the reference, read and checked before any model is loaded."""
+
+    source: Path
+    rgb: np.ndarray
+    """8-bit RGB."""
+    scale: int
+    crop: CropBox
+    crop_was_auto: bool
+    reference_path: Path | None = None
+    reference: np.ndarray | None = None
+
+
+def read_input(source: Path, scale: int, crop: CropBox | None, reference_path: Path | None,
+               limits: PixelLimits | None = None) -> CompareInput:
+    """Read and check everything the user named (sizes, crop, reference): cheap, so errors come first."""
+    limits = limits or PixelLimits()
     data = images.read_image_bytes(source)
     size = images.claimed_size(data, source)
     if size is not None:
-        check_input(source.name, *size, settings.limits)
-        check_output(source.name, *size, scale, None, settings.limits)
+        check_input(source.name, *size, limits)
+        check_output(source.name, *size, scale, None, limits)
     rgb = to_rgb8(images.decode_picture(data, source).frames[0])
     height, width = rgb.shape[:2]
-    check_input(source.name, width, height, settings.limits)
-    check_output(source.name, width, height, scale, None, settings.limits)
-    if settings.crop is not None:
-        check_crop(settings.crop, width, height, source.name)
-    crop = settings.crop or auto_crop(rgb, max(1, CELL_OUTPUT_SIDE // scale))
+    check_input(source.name, width, height, limits)
+    check_output(source.name, width, height, scale, None, limits)
+    if crop is not None:
+        check_crop(crop, width, height, source.name)
+    region = crop or auto_crop(rgb, max(1, CELL_OUTPUT_SIDE // scale))
     reference = read_reference(reference_path, width, height, scale) if reference_path else None
+    return CompareInput(source, rgb, scale, region, crop is None, reference_path, reference)
+
+
+def compare(cards: list[ModelCard], given: CompareInput, settings: CompareSettings,
+            reporter: Reporter | None = None) -> Comparison:
+    """Bicubic and every card on the input; cards of its one scale (see :func:`select_cards`)."""
+    reporter = reporter or NullReporter()
+    scale, crop, reference, rgb = given.scale, given.crop, given.reference, given.rgb
+    if any(card.scale != scale for card in cards):
+        raise UsageError(f"the input was prepared for x{scale}; every model compared must upscale x{scale}")
     bicubic = bicubic_upscale(rgb, scale)
     bicubic_result = Result("bicubic", np.ascontiguousarray(crop.scaled(scale).of(bicubic)),
                             None, None, *_scores(bicubic, reference, scale))
     results, skipped, device = [], [], ""
-    task = reporter.task(f"comparing {len(cards)} models on {source.name}", total=len(cards), unit="model")
+    task = reporter.task(f"comparing {len(cards)} models on {given.source.name}", total=len(cards), unit="model")
     try:
         for card in cards:
             try:
@@ -274,5 +295,6 @@ def compare(cards: list[ModelCard], source: Path, reference_path: Path | None, s
         task.close()
     if not results:
         raise LightsrError(f"none of the {len(cards)} models could be loaded", hint=skipped[0] if skipped else None)
-    return Comparison(source, scale, (width, height), crop, settings.crop is None, device, bicubic_result,
-                      tuple(results), reference_path, tuple(skipped))
+    height, width = rgb.shape[:2]
+    return Comparison(given.source, scale, (width, height), crop, given.crop_was_auto, device, bicubic_result,
+                      tuple(results), given.reference_path, tuple(skipped))
