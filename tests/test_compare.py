@@ -214,6 +214,9 @@ def test_errors_are_one_clear_line(tmp_path, generated):
     for extra, message, exit_code in cases:
         code, _, err = run("compare", str(source), "-o", str(tmp_path / "g.png"), "--device", "cpu", *extra)
         assert code == exit_code and err.startswith(message) and "Traceback" not in err, (extra, err)
+    code, _, err = run("compare", str(source), "-o", str(tmp_path / "g.png"), "--models", "bsrn-x4", "--device", "cpu",
+                       env={"LIGHTSR_MAX_INPUT_MEGAPIXELS": "0.001"})
+    assert code == 1 and err.startswith("error: scene.png is 44x36 = 0.0 megapixels, above the input limit"), err
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     code, _, err = run("compare", str(broken), "--models", "bsrn-x4", "--device", "cpu")
@@ -313,3 +316,20 @@ def test_set14_three_models_grid_crops_labels_and_page(tmp_path, monkeypatch):
         assert re.fullmatch(r"PSNR-Y \d+\.\d\d dB  SSIM-Y 0\.\d{4}", cell["lines"][1])
     assert report["cells"][1]["psnr_y"] > report["cells"][0]["psnr_y"]  # a model beats bicubic
     check_page_in_chromium(tmp_path / "img_003_compare.html", SET14_MODELS)
+
+
+def test_every_model_of_a_scale_leaves_out_the_unavailable_ones(tmp_path):
+    source = _write_png(tmp_path / "tiny.png", _textured(12, 14))
+    env = {"LIGHTSR_CACHE_DIR": str(tmp_path / "cache"), "LIGHTSR_WEIGHTS_MIRROR": "", "LIGHTSR_OFFLINE": "1"}
+    code, out, err = run("compare", str(source), "--scale", "4", "--device", "cpu", "--json", env=env)
+    assert code == 0, err
+    report = json.loads(out)
+    assert [c["name"] for c in report["cells"]] == ["bicubic", *EMBEDDED_X4]  # the x4 models shipped inside
+    left_out = {entry.split(":")[0] for entry in report["skipped"]}
+    assert left_out == {"a2n-x4", "emt-x4", "plainusr-u-x4", "plainusr-t-x4", "plainusr-s-x4", "plainusr-m-x4",
+                        "plainusr-x4", "plainusr-l-x4", "grl-tiny-x4", "grl-small-x4", "grl-base-x4"}
+    assert "left out emt-x4" in err and any(line.startswith("Left out") for line in report["legend"])
+    code, _, err = run("compare", str(source), "--models", "bsrn-s-x4,emt-x4", "--device", "cpu", "-o",
+                       str(tmp_path / "named.png"), env=env)
+    assert code == 1 and err.strip().startswith("error: emt-x4 needs") and "Traceback" not in err  # never left out
+    assert not (tmp_path / "named.png").exists()

@@ -44,7 +44,7 @@ def compare(
     cards, skip_unavailable = select_cards(models, preset_all, scale)
     box = parse_crop(crop)
     targets = plan_targets(image, output, html, overwrite)
-    given = read_input(image, cards[0].scale, box, reference)
+    given = read_input(image, cards[0].scale, box, reference, _pixel_limits())
     settings = CompareSettings(EngineSettings(device=device, precision=precision.value), skip_unavailable)
     debug = bool((ctx.find_root().obj or {}).get("debug"))
     with RichReporter(quiet=quiet, debug=debug) as reporter:
@@ -55,6 +55,15 @@ def compare(
         print_json(report)
     elif not quiet:
         _print_summary(report)
+
+
+def _pixel_limits():
+    """The environment's limits (LIGHTSR_MAX_*_MEGAPIXELS), else the defaults: as `lightsr upscale` without options."""
+    from ..pipeline.limits import PixelLimits
+    from ..settings import read_settings
+
+    settings = read_settings()
+    return PixelLimits(settings.max_input_megapixels, settings.max_output_megapixels)
 
 
 def _print_summary(report: dict) -> None:
