@@ -333,3 +333,24 @@ def test_every_model_of_a_scale_leaves_out_the_unavailable_ones(tmp_path):
                        str(tmp_path / "named.png"), env=env)
     assert code == 1 and err.strip().startswith("error: emt-x4 needs") and "Traceback" not in err  # never left out
     assert not (tmp_path / "named.png").exists()
+
+
+def test_ctrl_c_mid_run_exits_130_and_writes_nothing(tmp_path, monkeypatch):
+    from lightsr_cli.pipeline import compare as compare_module
+
+    source = _write_png(tmp_path / "tiny.png", _textured(12, 14))
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(args[0].id)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compare_module, "run_model", interrupted)
+    code, _, err = run("compare", str(source), "--models", "bsrn-s-x4", "--html", "--device", "cpu")
+    assert code == 130 and "error: interrupted" in err and calls == ["bsrn-s-x4"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.png"]  # no grid, no page, no temp files
+    for missing in ("missing.png", "notes.txt"):
+        code, _, err = run("compare", str(tmp_path / missing), "--models", "bsrn-s-x4", "--device", "cpu")
+        assert code == 1 and err.strip().splitlines()[0] in (f"error: no such file: {tmp_path / missing}",
+                                                              f"error: unsupported image extension '.txt': "
+                                                              f"{tmp_path / missing}"), err
