@@ -13,6 +13,7 @@ import torch
 
 from ..archs.spec import ArchSpec
 from ..errors import DeviceError, UsageError
+from .allocator import kept_free_bytes
 
 PRECISIONS = ("auto", "fp32", "tf32", "fp16", "bf16")
 DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -167,8 +168,9 @@ def math_mode(allow_tf32: bool, autotune: bool):
 
 
 def available_host_bytes() -> int:
+    """Free memory, counting what the tuned heap keeps free for the next pass (engine/allocator.py)."""
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") + kept_free_bytes()
     except (ValueError, OSError, AttributeError):
         return 4 << 30
 
