@@ -213,20 +213,23 @@ def video_memory(model: str, frames: int, size: str) -> dict:
         return _memory_rows(f"video, {frames} frames of {size}", model, [str(clip)], [])
 
 
-def folder_memory(model: str, count: int) -> dict:
-    """Images whose sizes jump up and down (a never-trimmed heap could fragment and grow)."""
+def folder_memory(model: str, count: int, cycles: int = 3) -> dict:
+    """Images whose sizes jump up and down, the same sequence of sizes ``cycles`` times over: a
+    never-trimmed heap that fragmented would grow from one cycle to the next."""
     import numpy as np
 
     from lightsr_cli.media import images
     from lightsr_cli.pipeline.bench import synthetic_frame
 
     rng = np.random.default_rng(0)
+    sizes = [(int(rng.integers(48, 321)), int(rng.integers(32, 241))) for _ in range(max(count // cycles, 1))]
     with tempfile.TemporaryDirectory() as folder:
-        for index in range(count):
-            width, height = int(rng.integers(48, 321)), int(rng.integers(32, 241))
+        for index in range(len(sizes) * cycles):
+            width, height = sizes[index % len(sizes)]
             images.write_image(Path(folder) / f"{index:03d}.png", synthetic_frame(height, width),
                                images.ImageEncodeSettings("png"))
-        return _memory_rows(f"folder, {count} images from 48x32 to 320x240 in random order", model, [folder], [])
+        return _memory_rows(f"folder, {len(sizes)} sizes from 48x32 to 320x240 in random order, {cycles} times",
+                            model, [folder], [])
 
 
 def main() -> int:
