@@ -24,7 +24,10 @@ from lightsr_cli.engine import allocator
 
 REPO = Path(__file__).resolve().parent.parent
 
-glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the tuning applies to glibc's malloc only")
+_LIBC, _LIBC_VERSION = platform.libc_ver()
+glibc_only = pytest.mark.skipif(
+    _LIBC != "glibc" or tuple(int(part) for part in _LIBC_VERSION.split(".")[:2]) < (2, 33),
+    reason="the tuning applies to glibc's malloc only; these checks read glibc >= 2.33's mallinfo2")
 
 # Run after an entry point has created its engine: what was tuned, and what that does to memory.
 _PROBE = r"""
@@ -189,3 +192,12 @@ def test_the_setting_is_read_from_the_environment(monkeypatch):
         assert read_settings().tune_allocator is False
     monkeypatch.setenv("LIGHTSR_TUNE_ALLOCATOR", "1")
     assert read_settings().tune_allocator is True
+
+
+def test_memory_the_heap_keeps_free_counts_as_available_for_tiles(monkeypatch):
+    from lightsr_cli.engine import devices
+
+    monkeypatch.setattr(devices, "kept_free_bytes", lambda: 0)
+    without = devices.available_host_bytes()
+    monkeypatch.setattr(devices, "kept_free_bytes", lambda: 3 << 30)
+    assert devices.available_host_bytes() - without >= (3 << 30) - (512 << 20)  # the system's free memory moves too
