@@ -248,8 +248,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     if args.quick:
-        args.models, args.rounds, args.warmup, args.large = ["bsrn-x4", "plainusr-x4"], 2, 1, ""
-        args.video_frames, args.folder_images = 30, 8
+        args.models, args.rounds, args.warmup, args.large = ["bsrn-x4", "plainusr-x4"], 2, 2, ""
+        args.video_frames, args.folder_images = 30, 12
     width, height = (int(v) for v in args.size.lower().split("x"))
     cases = [(model, width, height) for model in args.models]
     if args.large:
