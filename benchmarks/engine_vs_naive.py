@@ -135,14 +135,15 @@ def measure_tiling(card, tiling_size: tuple[int, int], device: str, rounds: int,
             "tiling_auto_tile": auto.auto_tile_size(height, width) or "whole image"}
 
 
-def measure_video(model_id: str, device: str, batch: int) -> dict:
+def measure_video(model_id: str, device: str, batch: int, clip_size: str = "320x180", seconds: float = 4) -> dict:
     """End-to-end fps of `lightsr upscale clip.mp4` against model-only fps, one generated clip."""
     from lightsr_cli.media.video import ffmpeg_exe
 
     with tempfile.TemporaryDirectory() as folder:
         clip = Path(folder) / "clip.mp4"
         subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i",
-                        "testsrc2=size=320x180:rate=24000/1001:duration=4", "-f", "lavfi", "-i", "sine=duration=4",
+                        f"testsrc2=size={clip_size}:rate=24000/1001:duration={seconds}", "-f", "lavfi", "-i",
+                        f"sine=duration={seconds}",
                         "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(clip)], check=True)
         result = subprocess.run([sys.executable, "-m", "lightsr_cli", "upscale", str(clip), "--model", model_id,
                                  "--device", device, "--batch", str(batch), "--json", "-q"],
@@ -164,6 +165,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--video", default=None, help="model id for the video pipeline measurement")
     parser.add_argument("--video-batch", type=int, default=1, help="--batch for the video measurement")
+    parser.add_argument("--video-clip", default="320x180", help="size of the generated clip for --video")
+    parser.add_argument("--video-seconds", type=float, default=4, help="length of the generated clip for --video")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.lower().split("x"))
@@ -180,7 +183,7 @@ def main() -> None:
                    for m in args.models],
     }
     if args.video:
-        results["video"] = measure_video(args.video, str(device), args.video_batch)
+        results["video"] = measure_video(args.video, str(device), args.video_batch, args.video_clip, args.video_seconds)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps(results, indent=1))
 

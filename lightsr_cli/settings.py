@@ -26,10 +26,16 @@ class Settings:
     """LIGHTSR_MAX_INPUT_MEGAPIXELS: larger inputs are refused before they are decoded."""
     max_output_megapixels: float = DEFAULT_MAX_OUTPUT_MEGAPIXELS
     """LIGHTSR_MAX_OUTPUT_MEGAPIXELS: larger results are refused before any work starts."""
+    tune_allocator: bool = True
+    """LIGHTSR_TUNE_ALLOCATOR=0: leave glibc's malloc as it is on CPU runs (see engine/allocator.py)."""
 
 
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _unless_off(value: str | None) -> bool:
+    return (value or "").strip().lower() not in {"0", "false", "no", "off"}
 
 
 def _megapixels(name: str, default: float) -> float:
@@ -56,4 +62,5 @@ def read_settings() -> Settings:
     mirror = os.environ.get("LIGHTSR_WEIGHTS_MIRROR") or None
     return Settings(cache_dir=cache_dir, weights_mirror=mirror, offline=_truthy(os.environ.get("LIGHTSR_OFFLINE")),
                     max_input_megapixels=_megapixels("LIGHTSR_MAX_INPUT_MEGAPIXELS", DEFAULT_MAX_INPUT_MEGAPIXELS),
-                    max_output_megapixels=_megapixels("LIGHTSR_MAX_OUTPUT_MEGAPIXELS", DEFAULT_MAX_OUTPUT_MEGAPIXELS))
+                    max_output_megapixels=_megapixels("LIGHTSR_MAX_OUTPUT_MEGAPIXELS", DEFAULT_MAX_OUTPUT_MEGAPIXELS),
+                    tune_allocator=_unless_off(os.environ.get("LIGHTSR_TUNE_ALLOCATOR")))

@@ -32,10 +32,11 @@ class ImageFormat(str, Enum):
     avif = "avif"
 
 
-DEVICE = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.",
+DEVICE = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, xpu[:N] "
+                      "(Intel GPUs) or mps; AMD GPUs are cuda on ROCm builds of torch.",
                       rich_help_panel="Engine")
-DEVICES = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps; several GPUs "
-                       "share the files or frames: cuda:0,cuda:1 or cuda:all.", rich_help_panel="Engine")
+DEVICES = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, xpu[:N], mps; "
+                       "several GPUs share the files or frames: cuda:0,cuda:1 or cuda:all.", rich_help_panel="Engine")
 COMPILE = typer.Option(False, "--compile", help="torch.compile the network: slow first batch, then faster; "
                        "pays off for videos and many same-size images.", rich_help_panel="Engine")
 PRECISION = typer.Option(Precision.auto, "--precision", help="auto: fp16/bf16 on GPUs where the model is safe, "

@@ -13,6 +13,7 @@ import torch
 
 from ..archs.spec import ArchSpec
 from ..errors import DeviceError, UsageError
+from .allocator import kept_free_bytes
 
 PRECISIONS = ("auto", "fp32", "tf32", "fp16", "bf16")
 DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -20,6 +21,9 @@ DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "
 
 def resolve_device(name: str = "auto") -> torch.device:
     """'auto' -> CUDA, then MPS, then CPU; an explicit device must exist.
+
+    'xpu' (Intel GPUs) is used when asked for by name only: it has not been measured against the
+    CPU on any machine yet. 'rocm'/'hip' are accepted on ROCm builds, where AMD GPUs are 'cuda'.
 
     A GPU always comes back with its index ('cuda' -> 'cuda:N', N the current device now): an
     unnumbered device binds to whatever device is current when each tensor is made, so the
@@ -32,10 +36,14 @@ def resolve_device(name: str = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
+    if name.startswith(("rocm", "hip")):
+        name = _rocm_as_cuda(name)
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise UsageError(f"unknown device '{name}'", hint="use auto, cpu, cuda, cuda:N or mps") from None
+        raise UsageError(f"unknown device '{name}'", hint="use auto, cpu, cuda, cuda:N, xpu, xpu:N or mps") from None
+    if device.type == "xpu":
+        return _xpu_device(device, name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             build = "a CPU-only torch build" if torch.version.cuda is None else "no visible CUDA GPU"
@@ -50,6 +58,30 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise DeviceError("{--device mps} was requested but Metal is not available", hint="use {--device cpu}")
     return device
+
+
+def _rocm_as_cuda(name: str) -> str:
+    """ROCm builds of torch drive AMD GPUs through the cuda device type: 'rocm:1' means 'cuda:1' there."""
+    if not torch.version.hip:
+        raise DeviceError(f"{{--device {name}}} needs a ROCm build of torch (this one is not)",
+                          hint="install torch's ROCm build on Linux (pytorch.org); AMD GPUs then appear as "
+                               "{--device cuda}")
+    return "cuda" + name[name.index(":"):] if ":" in name else "cuda"
+
+
+def _xpu_device(device: torch.device, name: str) -> torch.device:
+    """An Intel GPU through torch's XPU backend (torch >= 2.4 built for XPU), always numbered."""
+    xpu = getattr(torch, "xpu", None)
+    if xpu is None or not xpu.is_available():
+        raise DeviceError(f"{{--device {name}}} was requested but no Intel GPU is available to torch "
+                          f"(torch {torch.__version__} {'has no XPU support' if xpu is None else 'sees no XPU device'})",
+                          hint="use {--device cpu}, or install torch's XPU build "
+                               "(pip install torch --index-url https://download.pytorch.org/whl/xpu) "
+                               "and Intel's GPU driver")
+    if device.index is not None and device.index >= xpu.device_count():
+        raise DeviceError(f"{{--device {name}}}: only {xpu.device_count()} Intel GPU(s) are visible",
+                          hint="use {--device xpu:0}")
+    return device if device.index is not None else torch.device("xpu", xpu.current_device())
 
 
 def resolve_precision(requested: str, device: torch.device, spec: ArchSpec) -> tuple[torch.dtype, str | None]:
@@ -86,6 +118,8 @@ def dtype_name(dtype: torch.dtype) -> str:
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
+    if device.type == "xpu":
+        return f"{device} ({torch.xpu.get_device_name(device)})"
     return str(device)
 
 
@@ -167,8 +201,9 @@ def math_mode(allow_tf32: bool, autotune: bool):
 
 
 def available_host_bytes() -> int:
+    """Free memory, counting what the tuned heap keeps free for the next pass (engine/allocator.py)."""
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") + kept_free_bytes()
     except (ValueError, OSError, AttributeError):
         return 4 << 30
 

@@ -10,9 +10,11 @@ from torch import nn
 
 from .. import archs, checkpoints, weights
 from ..engine import Engine, EnginePool, parse_devices
+from ..engine.allocator import tune_for_cpu_inference
 from ..errors import UsageError
 from ..progress import NullReporter, Reporter
 from ..registry import ModelCard
+from ..settings import read_settings
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,11 @@ def _load_network(card: ModelCard, reporter: Reporter, weights_path: Path | None
 
 
 def _engine(network: nn.Module, card: ModelCard, settings: EngineSettings, device: str) -> Engine:
-    return Engine(network, archs.get_spec(card.arch), card.scale, device=device, precision=settings.precision,
-                  tile=settings.tile, batch=settings.batch, tta=settings.tta, compile=settings.compile)
+    engine = Engine(network, archs.get_spec(card.arch), card.scale, device=device, precision=settings.precision,
+                    tile=settings.tile, batch=settings.batch, tta=settings.tta, compile=settings.compile)
+    if engine.device.type == "cpu":  # every CLI command, the Python API and video jobs come through here
+        tune_for_cpu_inference(read_settings().tune_allocator)
+    return engine
 
 
 def load_engine(card: ModelCard, settings: EngineSettings, reporter: Reporter | None = None,
