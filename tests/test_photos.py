@@ -226,6 +226,45 @@ def test_sixteen_bit_png_keeps_depth_and_metadata(tmp_path):
     assert out.getexif().get_ifd(0x8769)[0xA002] == 14
 
 
+@pytest.mark.parametrize("channels", [3, 4])
+def test_sixteen_bit_colour_tiff_keeps_depth_and_every_kind_of_metadata(tmp_path, channels):
+    import cv2
+
+    deep = np.random.default_rng(5).integers(0, 65535, (5, 7, channels)).astype(np.uint16)
+    source = tmp_path / "deep.png"
+    source.write_bytes(images.encode_image(deep, images.ImageEncodeSettings("png"), metadata.Metadata(
+        exif=photo_exif(1, 7, 5).tobytes(), xmp=XMP, icc=P3)))
+    recorder = Recorder()
+    upscale(source, tmp_path / "deep_x2.tif", recorder=recorder)
+    target = tmp_path / "deep_x2.tif"
+    pixels = cv2.imread(str(target), cv2.IMREAD_UNCHANGED)
+    assert pixels.dtype == np.uint16 and pixels.shape == (10, 14, channels)
+    order = [2, 1, 0, 3][:channels]  # OpenCV reads BGR(A)
+    np.testing.assert_array_equal(pixels[::2, ::2, order], deep)
+    out = Image.open(target)
+    exif = out.getexif()
+    assert exif[0x010F] == "LightCam" and exif.get(0x0112, 1) == 1
+    assert exif.get_ifd(0x8769)[0x9003] == "2024:05:06 07:08:09" and exif.get_ifd(0x8769)[0xA002] == 14
+    assert exif.get_ifd(0x8825)[1] == "N"
+    assert out.info["icc_profile"] == P3 and b"lightsr-xmp-marker" in xmp_of(out)
+    assert recorder.notes == []  # nothing lost, so nothing said
+
+
+def test_sixteen_bit_colour_tiff_pages_keep_their_own_metadata_and_iptc(tmp_path):
+    pages = (np.full((4, 5, 3), 40000, np.uint16), np.full((3, 5, 3), 20000, np.uint16))
+    carried = [metadata.Metadata(exif=photo_exif(1, 5, 4).tobytes(), xmp=XMP, iptc=IPTC, icc=P3), metadata.Metadata()]
+    from lightsr_cli.media import animation
+
+    target = tmp_path / "pages.tif"
+    target.write_bytes(animation.encode_pages(pages, carried, images.ImageEncodeSettings("tiff")))
+    picture = images.decode_picture(target.read_bytes(), target)
+    assert [(p.dtype, p.shape, int(p.max())) for p in picture.frames] == [
+        (np.dtype(np.uint16), (4, 5, 3), 40000), (np.dtype(np.uint16), (3, 5, 3), 20000)]
+    first, second = picture.metadata
+    assert first.iptc == IPTC and first.icc == P3 and first.xmp == XMP and b"LightCam" in first.exif
+    assert second == metadata.Metadata()
+
+
 # -- animations and pages ---------------------------------------------------------------------------
 
 def animation_frames(alpha: bool) -> list[Image.Image]:

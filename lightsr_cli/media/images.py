@@ -295,6 +295,10 @@ def encode_image(pixels: np.ndarray, options: ImageEncodeSettings, carried: Meta
         return animation.encode_gif([pixels], None, carried)
     if pixels.dtype == np.uint8 and options.format != "bmp" or pixels.ndim == 2 and options.format == "tiff":
         return _pillow_encode(pixels, options, carried)
+    if options.format == "tiff":  # 16-bit colour: Pillow's image modes cannot hold it
+        from . import tiff
+
+        return tiff.encode_pages_with_metadata([pixels], [carried])
     encoded = _opencv_encode(pixels, options)
     if options.format == "png":
         return png_with_metadata(encoded, carried, pixels.shape[1], pixels.shape[0])
@@ -303,14 +307,8 @@ def encode_image(pixels: np.ndarray, options: ImageEncodeSettings, carried: Meta
 
 def encoding_losses(pixels: np.ndarray, options: ImageEncodeSettings, carried: Metadata) -> list[str]:
     """What ``carried`` holds that encoding ``pixels`` as ``options.format`` cannot keep."""
-    opencv_tiff = options.format == "tiff" and pixels.dtype == np.uint16 and pixels.ndim == 3
-    if opencv_tiff:
-        lost = [metadata.NAMES[name] for name in carried.present()]
-        what = "16-bit colour TIFF"
-    else:
-        lost = metadata.losses(carried, options.format)
-        what = options.format.upper()
-    notes = [f"{', '.join(lost)} cannot be written to {what}"] if lost else []
+    lost = metadata.losses(carried, options.format)
+    notes = [f"{', '.join(lost)} cannot be written to {options.format.upper()}"] if lost else []
     if options.to_srgb and carried.icc and to_format_depth(pixels, options.format).dtype == np.uint16:
         notes.append("16-bit colour is written in its own profile: --to-srgb converts 8-bit outputs only")
     return notes

@@ -62,14 +62,16 @@ def read_metadata(picture: Any) -> Metadata:
     exif = _portable_exif(picture)
     xmp = info.get("xmp") or info.get("XML:com.adobe.xmp")
     iptc = None
+    icc = info.get("icc_profile")
     tags = getattr(picture, "tag_v2", None)
-    if tags is not None:  # TIFF
-        xmp = xmp or tags.get(_XMP_TAG)
+    if tags is not None:  # TIFF: the page's own tags (Pillow's info keeps an earlier page's profile after a seek)
+        xmp = tags.get(_XMP_TAG)
         iptc = tags.get(_IPTC_TAG)
+        icc = tags.get(_ICC_TAG)
     photoshop = info.get("photoshop")
     if isinstance(photoshop, dict):  # JPEG APP13: Pillow splits the resources, 0x0404 is IPTC
         iptc = iptc or photoshop.get(_IPTC_RESOURCE)
-    return Metadata(exif=exif, xmp=_as_bytes(xmp), iptc=_as_bytes(iptc), icc=info.get("icc_profile") or None)
+    return Metadata(exif=exif, xmp=_as_bytes(xmp), iptc=_as_bytes(iptc), icc=_as_bytes(icc))
 
 
 def _as_bytes(value: Any) -> bytes | None:
@@ -159,7 +161,7 @@ def pillow_save_options(metadata: Metadata, image_format: str, width: int, heigh
     if image_format == "tiff":
         return {**options, "tiffinfo": _tiff_tags(metadata, exif)}
     if exif is not None and image_format in _FORMATS_WITH["exif"]:
-        options["exif"] = exif
+        options["exif"] = exif.tobytes()  # built here, once (Pillow would build it inside save otherwise)
     if metadata.xmp and image_format in _FORMATS_WITH["xmp"]:
         if image_format == "png":
             from PIL import PngImagePlugin
