@@ -415,3 +415,69 @@ def test_avif_orientation_is_applied_once(tmp_path):
     assert out.size == (16, 24) and out.getexif().get(0x0112, 1) == 1
     pixels = np.asarray(out)
     assert pixels[:10].mean() < 40 and pixels[14:].mean() > 215  # clockwise: the stored left half on top
+
+
+def bundled_ffmpeg_makes(tmp_path: Path, encoder: str, source: np.ndarray, target: Path, *options: str) -> None:
+    """Encode a 16-bit RGB array with the ffmpeg that imageio-ffmpeg bundles (skip when it lacks ``encoder``)."""
+    import subprocess
+
+    import cv2
+    from lightsr_cli.media.video import ffmpeg
+
+    encoders = ffmpeg.run_ffmpeg(["-encoders"]).stdout.decode()
+    if f" {encoder} " not in encoders:
+        pytest.skip(f"the bundled ffmpeg has no {encoder} encoder")
+    png = tmp_path / "deep-source.png"
+    cv2.imwrite(str(png), source[:, :, ::-1])
+    subprocess.run([ffmpeg.ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-i", str(png), "-c:v", encoder, *options,
+                    str(target)], check=True)
+
+
+def deep_stripes() -> np.ndarray:
+    deep = np.full((16, 16, 3), 40000, np.uint16)  # 40000 and 20000 lie between 8-bit levels (multiples of 257)
+    deep[:, 8:] = 20000
+    return deep
+
+
+def test_ten_bit_avif_keeps_its_depth_in_png(tmp_path):
+    source = tmp_path / "deep.avif"
+    bundled_ffmpeg_makes(tmp_path, "libaom-av1", deep_stripes(), source, "-still-picture", "1", "-pix_fmt",
+                         "yuv444p10le", "-crf", "0", "-cpu-used", "8")
+    assert np.asarray(Image.open(source)).dtype == np.uint8  # Pillow's own AVIF decoder: 8 bits
+    upscale(source, tmp_path / "deep_x2.png")
+    import cv2
+
+    pixels = cv2.imread(str(tmp_path / "deep_x2.png"), cv2.IMREAD_UNCHANGED)
+    assert pixels.dtype == np.uint16 and pixels.shape == (32, 32, 3)
+    # at 8 bits they would move by up to 128; 10-bit YUV keeps them within a few 16-bit steps
+    assert np.abs(pixels[:, :16].astype(int) - 40000).max() < 64
+    assert np.abs(pixels[:, 16:].astype(int) - 20000).max() < 64
+
+
+def test_jpeg_xl_upscales_to_png_and_back_with_its_exif_and_upright(tmp_path):
+    pytest.importorskip("pillow_jxl", reason="pillow-jxl-plugin (the optional [jxl] extra) is not installed")
+    stored = np.random.default_rng(6).integers(0, 255, (8, 12, 3)).astype(np.uint8)
+    source = tmp_path / "a.jxl"
+    # a JPEG XL's turn lives in its codestream; an EXIF orientation inside it is ignored (JPEG XL specification)
+    Image.fromarray(stored).save(source, "JXL", lossless=True, exif=photo_exif(6, 12, 8).tobytes())
+    png = upscale(source, tmp_path / "a_x2.png")
+    assert png.size == (24, 16) and png.getexif()[0x010F] == "LightCam" and png.getexif().get(0x0112, 1) == 1
+    np.testing.assert_array_equal(np.asarray(png)[::2, ::2], stored)
+    recorder = Recorder()
+    source = make_photo(tmp_path / "p.png", "png", orientation=1, size=(12, 8))
+    back = upscale(source, tmp_path / "p_x2.jxl", recorder=recorder, quality=101)
+    assert back.format == "JXL" and back.size == (24, 16) and back.getexif()[0x010F] == "LightCam"
+    assert b"lightsr-xmp-marker" in (tmp_path / "p_x2.jxl").read_bytes()  # the plugin writes XMP but reads none
+    assert recorder.notes == ["note: ICC profile cannot be written to JXL"]
+
+
+def test_sixteen_bit_jpeg_xl_keeps_its_depth_in_png(tmp_path):
+    pytest.importorskip("pillow_jxl", reason="pillow-jxl-plugin (the optional [jxl] extra) is not installed")
+    source = tmp_path / "deep.jxl"
+    bundled_ffmpeg_makes(tmp_path, "libjxl", deep_stripes(), source, "-distance", "0")
+    upscale(source, tmp_path / "deep_x2.png")
+    import cv2
+
+    pixels = cv2.imread(str(tmp_path / "deep_x2.png"), cv2.IMREAD_UNCHANGED)
+    assert pixels.dtype == np.uint16 and pixels.shape == (32, 32, 3)
+    np.testing.assert_array_equal(pixels[:, :, ::-1][::2, ::2], deep_stripes())  # lossless: exact

@@ -29,11 +29,13 @@ from .metadata import Metadata
 
 IMAGE_EXTENSIONS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".bmp": "bmp",
                     ".tif": "tiff", ".tiff": "tiff", ".gif": "gif", ".heic": "heic", ".heif": "heic",
-                    ".avif": "avif"}
+                    ".avif": "avif", ".jxl": "jxl"}
 FORMAT_EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "bmp": ".bmp", "tiff": ".tif", "gif": ".gif",
-                     "heic": ".heic", "avif": ".avif"}
-_EIGHT_BIT_ONLY = {"jpeg", "webp", "bmp", "gif", "heic", "avif"}
-_DECODED_BY_PILLOW = {"GIF", "HEIF", "AVIF"}
+                     "heic": ".heic", "avif": ".avif", "jxl": ".jxl"}
+_EIGHT_BIT_ONLY = {"jpeg", "webp", "bmp", "gif", "heic", "avif", "jxl"}
+_DECODED_BY_PILLOW = {"GIF", "HEIF", "AVIF", "JXL"}
+_DEEP_BY_FFMPEG = {"AVIF", "JXL"}  # Pillow's decoders (libavif, pillow-jxl-plugin) give these at 8 bits
+_JXL_SIGNATURES = (b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")
 
 
 def is_image_path(path: Path) -> bool:
@@ -112,11 +114,18 @@ def claimed_size(data: bytes, path: Path) -> tuple[int, int] | None:
     """(width, height) as the file's header claims it, before any pixel is decoded; None when unknown.
 
     Our own byte-level reader goes first (it never trips a library's limit); Pillow's lazy open
-    covers the formats it does not know (GIF, HEIC, AVIF).
+    covers the formats it does not know (GIF, HEIC, AVIF). JPEG XL's Pillow plugin decodes the whole
+    picture when opening it, so ffmpeg's probe (no pixel decoded) tells its size instead.
     """
     header = headers.read_header(data)
     if header is not None:
         return header.width, header.height
+    if data.startswith(_JXL_SIGNATURES):
+        from . import deep
+
+        facts = deep.probe(data)
+        if facts is not None:
+            return facts.width, facts.height
     opened = pillow.open_image(data, path)
     return opened.size if opened is not None else None
 
@@ -130,7 +139,7 @@ def decode_picture(data: bytes, path: Path) -> Picture:
         return Picture((decode_image(data, path),))
     kind = (opened.format or "").upper()
     found = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "WEBP": "webp", "TIFF": "tiff", "BMP": "bmp",
-             "GIF": "gif", "HEIF": "heic", "AVIF": "avif"}.get(kind, kind.lower())
+             "GIF": "gif", "HEIF": "heic", "AVIF": "avif", "JXL": "jxl"}.get(kind, kind.lower())
     frame_count = getattr(opened, "n_frames", 1)
     if kind in ("GIF", "WEBP", "PNG") and getattr(opened, "is_animated", False):
         return replace(animation.read_animation(opened, path), format=found)
@@ -138,7 +147,8 @@ def decode_picture(data: bytes, path: Path) -> Picture:
         return replace(animation.read_pages(data, opened, path), format=found)
     carried = metadata.read_metadata(opened)
     if kind in _DECODED_BY_PILLOW:
-        # libheif turns HEIC pixels upright itself; Pillow's AVIF decoder reports the turn as EXIF orientation.
+        # libheif and libjxl turn the pixels upright themselves (a JPEG XL's EXIF orientation is ignored, as
+        # its specification says); Pillow's AVIF decoder reports the turn as EXIF orientation instead.
         turn = metadata.orientation(opened) if kind == "AVIF" else 1
         pixels = apply_orientation(pillow_pixels(opened, data, path), turn)
         notes = (f"warning: {path.name} has {frame_count} frames; only the first is upscaled",) * (frame_count > 1)
@@ -177,10 +187,35 @@ def pillow_pixels(opened: Any, data: bytes, path: Path) -> np.ndarray:
         deep = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=False)
         return np.ascontiguousarray(np.asarray(deep))
     try:
-        return from_pillow(opened)
+        pixels = from_pillow(opened)
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         raise InputError(f"cannot decode {path}: {error}",
                          hint="check that the file opens in an image viewer") from None
+    if (opened.format or "").upper() in _DEEP_BY_FFMPEG:
+        return _full_depth(data, pixels)
+    return pixels
+
+
+def _full_depth(data: bytes, eight_bit: np.ndarray) -> np.ndarray:
+    """An AVIF's or JPEG XL's pixels at 16 bits when the file holds more than 8 (else, or when ffmpeg cannot
+    decode it, the 8-bit ones); alpha from the 8-bit decode when ffmpeg's has none (an AVIF's alpha is apart)."""
+    from . import deep
+
+    facts = deep.probe(data)
+    if facts is None or facts.bit_depth <= 8 or (facts.height, facts.width) != eight_bit.shape[:2]:
+        return eight_bit
+    colour = deep.decode_sixteen_bit(data, facts, as_stored=not data.startswith(_JXL_SIGNATURES))
+    if colour is None:
+        return eight_bit
+    channels = 1 if eight_bit.ndim == 2 else eight_bit.shape[2]
+    alpha = eight_bit[:, :, -1].astype(np.uint16) * 257 if channels in (2, 4) else None
+    if colour.shape[2] == 4:
+        colour, alpha = colour[:, :, :3], colour[:, :, 3]
+    if channels <= 2:  # gray: ffmpeg gave it as equal RGB
+        colour = colour[:, :, :1]
+    layers = [colour] if alpha is None else [colour, alpha[:, :, None]]
+    pixels = np.concatenate(layers, axis=2)
+    return np.ascontiguousarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
 
 
 def from_pillow(frame: Any) -> np.ndarray:
@@ -343,6 +378,7 @@ def pillow_save_options(options: ImageEncodeSettings, carried: Metadata, width: 
         "tiff": {"compression": "tiff_adobe_deflate"},
         "heic": {"quality": min(quality, 100)},
         "avif": {"quality": min(quality, 100)},
+        "jxl": {"lossless": True} if quality > 100 else {"quality": quality},
     }.get(options.format, {})
     saved = {**extra, **metadata.pillow_save_options(carried, options.format, width, height)}
     tags = saved.get("tiffinfo")
@@ -360,12 +396,14 @@ def _pillow_encode(pixels: np.ndarray, options: ImageEncodeSettings, carried: Me
         image = metadata.convert_to_srgb(image, carried.icc)
         carried = replace(carried, icc=metadata.srgb_profile())
     buffer = io.BytesIO()
-    save_format = {"heic": "HEIF"}.get(options.format, options.format.upper())
+    save_format = {"heic": "HEIF"}.get(options.format, options.format.upper())  # jxl: "JXL"
     try:
         image.save(buffer, save_format, **pillow_save_options(options, carried, image.width, image.height))
     except (OSError, ValueError, KeyError) as error:
         if options.format == "heic" and not pillow.has_heif():
             raise OutputError("cannot write HEIC: no HEIF encoder installed", hint=pillow.HEIF_HINT) from None
+        if options.format == "jxl" and not pillow.has_jxl():
+            raise OutputError("cannot write JPEG XL: no JPEG XL encoder installed", hint=pillow.JXL_HINT) from None
         raise OutputError(f"could not encode the result as {options.format}: {error}") from None
     return buffer.getvalue()
 

@@ -24,9 +24,9 @@ _STORAGE_TAGS = frozenset({
     317, 318, 319, 320, 321, 322, 323, 324, 325, 330, 332, 338, 339, 340, 341, 347, 513, 514, 529, 530, 531, 532,
     _XMP_TAG, _IPTC_TAG, _ICC_TAG, _PHOTOSHOP_TAG, _EXIF_IFD, _GPS_IFD, _INTEROP_IFD, 50341, 59932, 59933,
 })
-_FORMATS_WITH = {
-    "exif": {"jpeg", "png", "webp", "tiff", "heic", "avif"},
-    "xmp": {"jpeg", "png", "webp", "tiff", "heic", "avif"},
+_FORMATS_WITH = {  # JPEG XL: pillow-jxl-plugin writes EXIF and XMP boxes, but no ICC profile
+    "exif": {"jpeg", "png", "webp", "tiff", "heic", "avif", "jxl"},
+    "xmp": {"jpeg", "png", "webp", "tiff", "heic", "avif", "jxl"},
     "iptc": {"jpeg", "tiff"},
     "icc": {"jpeg", "png", "webp", "tiff", "heic", "avif"},
 }
