@@ -422,6 +422,7 @@ def bundled_ffmpeg_makes(tmp_path: Path, encoder: str, source: np.ndarray, targe
     import subprocess
 
     import cv2
+
     from lightsr_cli.media.video import ffmpeg
 
     encoders = ffmpeg.run_ffmpeg(["-encoders"]).stdout.decode()
@@ -481,3 +482,41 @@ def test_sixteen_bit_jpeg_xl_keeps_its_depth_in_png(tmp_path):
     pixels = cv2.imread(str(tmp_path / "deep_x2.png"), cv2.IMREAD_UNCHANGED)
     assert pixels.dtype == np.uint16 and pixels.shape == (32, 32, 3)
     np.testing.assert_array_equal(pixels[:, :, ::-1][::2, ::2], deep_stripes())  # lossless: exact
+
+
+def test_a_multi_page_tiff_only_opencv_reads_says_its_other_pages_are_not_upscaled(tmp_path):
+    tifffile = pytest.importorskip("tifffile", reason="tifffile (in the [test] extra) writes the float64 pages")
+    source = tmp_path / "float_pages.tif"  # two planar float64 pages, as scikit-image ships one: Pillow cannot open it
+    pages = np.random.default_rng(7).random((2, 3, 10, 10))
+    with tifffile.TiffWriter(source) as writer:
+        for page in pages:
+            writer.write(page, photometric="rgb", planarconfig="separate")
+    recorder = Recorder()
+    out = upscale(source, tmp_path / "float_pages_x2.tif", recorder=recorder)
+    assert out.size == (20, 20)
+    assert recorder.notes == [
+        "warning: only the first of the 2 pages of float_pages.tif could be decoded; that one is upscaled"]
+
+
+def exif_with_thumbnail(orientation: int, thumbnail: bytes) -> bytes:
+    """EXIF (TIFF structure) whose IFD0 holds the orientation and links to an IFD1 with a JPEG thumbnail, as
+    cameras write it (Pillow reads IFD1 but does not write one, so it is laid out here)."""
+    ifd1_at = 8 + 2 + 12 + 4
+    thumbnail_at = ifd1_at + 2 + 3 * 12 + 4
+    ifd0 = struct.pack("<H", 1) + struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack("<I", ifd1_at)
+    ifd1 = (struct.pack("<H", 3) + struct.pack("<HHIHH", 0x0103, 3, 1, 6, 0)
+            + struct.pack("<HHII", 0x0201, 4, 1, thumbnail_at) + struct.pack("<HHII", 0x0202, 4, 1, len(thumbnail))
+            + struct.pack("<I", 0))
+    return b"Exif\x00\x00II*\x00" + struct.pack("<I", 8) + ifd0 + ifd1 + thumbnail
+
+
+def test_the_exif_thumbnail_of_the_old_orientation_is_not_kept(tmp_path):
+    thumb = io.BytesIO()
+    Image.fromarray(np.full((6, 10, 3), (250, 10, 10), np.uint8)).save(thumb, "JPEG", comment=b"old-thumbnail")
+    source = tmp_path / "camera.jpg"
+    Image.fromarray(np.zeros((6, 10, 3), np.uint8)).save(source, exif=exif_with_thumbnail(6, thumb.getvalue()))
+    assert Image.open(source).getexif().get_ifd(-1)[0x0202] == len(thumb.getvalue())  # IFD1: the thumbnail is there
+    assert b"old-thumbnail" in source.read_bytes()
+    out = upscale(source, tmp_path / "camera_x2.jpg")
+    assert out.size == (12, 20) and out.getexif().get(0x0112, 1) == 1
+    assert not out.getexif().get_ifd(-1) and b"old-thumbnail" not in (tmp_path / "camera_x2.jpg").read_bytes()

@@ -135,8 +135,13 @@ def decode_picture(data: bytes, path: Path) -> Picture:
     from . import animation
 
     opened = pillow.open_image(data, path)
-    if opened is None:
-        return Picture((decode_image(data, path),))
+    if opened is None:  # e.g. a float or planar TIFF: OpenCV decodes its first page only, which is said
+        pixels = decode_image(data, path)
+        header = headers.read_header(data)
+        pages = header.frames if header is not None and header.format == "tiff" else 1
+        notes = (f"warning: only the first of the {pages} pages of {path.name} could be decoded; "
+                 "that one is upscaled",) * (pages > 1)
+        return Picture((pixels,), notes=notes)
     kind = (opened.format or "").upper()
     found = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "WEBP": "webp", "TIFF": "tiff", "BMP": "bmp",
              "GIF": "gif", "HEIF": "heic", "AVIF": "avif", "JXL": "jxl"}.get(kind, kind.lower())
