@@ -454,12 +454,12 @@ def png_with_metadata(png: bytes, carried: Metadata, width: int, height: int) ->
     chunks = b""
     if carried.icc:
         chunks += _png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(carried.icc))
-    exif = metadata.updated_exif(carried.exif, width, height) if carried.exif else None
-    if exif is not None:
-        written = exif.tobytes()
+    written = metadata.exif_block_for_output(carried.exif, width, height) if carried.exif else None
+    if written is not None:
         chunks += _png_chunk(b"eXIf", written[6:] if written.startswith(b"Exif\x00\x00") else written)
     if carried.xmp:
-        chunks += _png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + carried.xmp)
+        xmp = metadata.updated_xmp(carried.xmp, width, height)
+        chunks += _png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp)
     header_end = 8 + 25  # signature + IHDR chunk
     return png[:header_end] + chunks + png[header_end:] if chunks else png
 

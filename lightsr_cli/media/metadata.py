@@ -9,6 +9,7 @@ returned list of losses, which the pipeline says once per run: never dropped sil
 from __future__ import annotations
 
 import io
+import re
 import struct
 from dataclasses import dataclass, replace
 from typing import Any
@@ -152,16 +153,49 @@ def updated_exif(exif_bytes: bytes, width: int, height: int) -> Any | None:
     return exif
 
 
+_XMP_NUMBERS = ("tiff:Orientation", "exif:PixelXDimension", "exif:PixelYDimension", "tiff:ImageWidth",
+                "tiff:ImageLength")
+
+
+def updated_xmp(xmp: bytes, width: int, height: int) -> bytes:
+    """XMP whose copies of the EXIF orientation and sizes say 1 and the new sizes (as an attribute or an element;
+    the way Pillow's exif_transpose finds the orientation in XMP). Everything else is kept as it is."""
+    values = dict(zip(_XMP_NUMBERS, (1, width, height, width, height), strict=True))
+    if not any(name.encode() in xmp for name in values):
+        return xmp
+    for name, value in values.items():
+        key = re.escape(name.encode())
+        xmp = re.sub(rb"(" + key + rb'=["\'])\d+(["\'])', rb"\g<1>" + str(value).encode() + rb"\g<2>", xmp)
+        xmp = re.sub(rb"(<" + key + rb">)\s*\d+\s*(</" + key + rb">)", rb"\g<1>" + str(value).encode() + rb"\g<2>", xmp)
+    return xmp
+
+
+def exif_block_for_output(exif_bytes: bytes, width: int, height: int) -> bytes | None:
+    """The EXIF block to write beside new pixels: updated in place (exif.py) where it can be, else rebuilt by Pillow;
+    None when it cannot be read."""
+    from . import exif
+
+    in_place = exif.updated_in_place(exif_bytes, width, height)
+    if in_place is not None:
+        return in_place
+    rebuilt = updated_exif(exif_bytes, width, height)
+    return rebuilt.tobytes() if rebuilt is not None else None
+
+
 def pillow_save_options(metadata: Metadata, image_format: str, width: int, height: int) -> dict[str, Any]:
     """Keyword arguments for Pillow's ``save`` that write ``metadata`` into ``image_format``."""
     options: dict[str, Any] = {}
+    if metadata.xmp:
+        metadata = replace(metadata, xmp=updated_xmp(metadata.xmp, width, height))
     if metadata.icc and image_format in _FORMATS_WITH["icc"]:
         options["icc_profile"] = metadata.icc
-    exif = updated_exif(metadata.exif, width, height) if metadata.exif else None
     if image_format == "tiff":
+        exif = updated_exif(metadata.exif, width, height) if metadata.exif else None
         return {**options, "tiffinfo": _tiff_tags(metadata, exif)}
-    if exif is not None and image_format in _FORMATS_WITH["exif"]:
-        options["exif"] = exif.tobytes()  # built here, once (Pillow would build it inside save otherwise)
+    if metadata.exif and image_format in _FORMATS_WITH["exif"]:
+        block = exif_block_for_output(metadata.exif, width, height)
+        if block is not None:
+            options["exif"] = block
     if metadata.xmp and image_format in _FORMATS_WITH["xmp"]:
         if image_format == "png":
             from PIL import PngImagePlugin
