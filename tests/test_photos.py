@@ -226,6 +226,45 @@ def test_sixteen_bit_png_keeps_depth_and_metadata(tmp_path):
     assert out.getexif().get_ifd(0x8769)[0xA002] == 14
 
 
+@pytest.mark.parametrize("channels", [3, 4])
+def test_sixteen_bit_colour_tiff_keeps_depth_and_every_kind_of_metadata(tmp_path, channels):
+    import cv2
+
+    deep = np.random.default_rng(5).integers(0, 65535, (5, 7, channels)).astype(np.uint16)
+    source = tmp_path / "deep.png"
+    source.write_bytes(images.encode_image(deep, images.ImageEncodeSettings("png"), metadata.Metadata(
+        exif=photo_exif(1, 7, 5).tobytes(), xmp=XMP, icc=P3)))
+    recorder = Recorder()
+    upscale(source, tmp_path / "deep_x2.tif", recorder=recorder)
+    target = tmp_path / "deep_x2.tif"
+    pixels = cv2.imread(str(target), cv2.IMREAD_UNCHANGED)
+    assert pixels.dtype == np.uint16 and pixels.shape == (10, 14, channels)
+    order = [2, 1, 0, 3][:channels]  # OpenCV reads BGR(A)
+    np.testing.assert_array_equal(pixels[::2, ::2, order], deep)
+    out = Image.open(target)
+    exif = out.getexif()
+    assert exif[0x010F] == "LightCam" and exif.get(0x0112, 1) == 1
+    assert exif.get_ifd(0x8769)[0x9003] == "2024:05:06 07:08:09" and exif.get_ifd(0x8769)[0xA002] == 14
+    assert exif.get_ifd(0x8825)[1] == "N"
+    assert out.info["icc_profile"] == P3 and b"lightsr-xmp-marker" in xmp_of(out)
+    assert recorder.notes == []  # nothing lost, so nothing said
+
+
+def test_sixteen_bit_colour_tiff_pages_keep_their_own_metadata_and_iptc(tmp_path):
+    pages = (np.full((4, 5, 3), 40000, np.uint16), np.full((3, 5, 3), 20000, np.uint16))
+    carried = [metadata.Metadata(exif=photo_exif(1, 5, 4).tobytes(), xmp=XMP, iptc=IPTC, icc=P3), metadata.Metadata()]
+    from lightsr_cli.media import animation
+
+    target = tmp_path / "pages.tif"
+    target.write_bytes(animation.encode_pages(pages, carried, images.ImageEncodeSettings("tiff")))
+    picture = images.decode_picture(target.read_bytes(), target)
+    assert [(p.dtype, p.shape, int(p.max())) for p in picture.frames] == [
+        (np.dtype(np.uint16), (4, 5, 3), 40000), (np.dtype(np.uint16), (3, 5, 3), 20000)]
+    first, second = picture.metadata
+    assert first.iptc == IPTC and first.icc == P3 and first.xmp == XMP and b"LightCam" in first.exif
+    assert second == metadata.Metadata()
+
+
 # -- animations and pages ---------------------------------------------------------------------------
 
 def animation_frames(alpha: bool) -> list[Image.Image]:
@@ -376,3 +415,151 @@ def test_avif_orientation_is_applied_once(tmp_path):
     assert out.size == (16, 24) and out.getexif().get(0x0112, 1) == 1
     pixels = np.asarray(out)
     assert pixels[:10].mean() < 40 and pixels[14:].mean() > 215  # clockwise: the stored left half on top
+
+
+def bundled_ffmpeg_makes(tmp_path: Path, encoder: str, source: np.ndarray, target: Path, *options: str) -> None:
+    """Encode a 16-bit RGB array with the ffmpeg that imageio-ffmpeg bundles (skip when it lacks ``encoder``)."""
+    import subprocess
+
+    import cv2
+
+    from lightsr_cli.media.video import ffmpeg
+
+    encoders = ffmpeg.run_ffmpeg(["-encoders"]).stdout.decode()
+    if f" {encoder} " not in encoders:
+        pytest.skip(f"the bundled ffmpeg has no {encoder} encoder")
+    png = tmp_path / "deep-source.png"
+    cv2.imwrite(str(png), source[:, :, ::-1])
+    subprocess.run([ffmpeg.ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-i", str(png), "-c:v", encoder, *options,
+                    str(target)], check=True)
+
+
+def deep_stripes() -> np.ndarray:
+    deep = np.full((16, 16, 3), 40000, np.uint16)  # 40000 and 20000 lie between 8-bit levels (multiples of 257)
+    deep[:, 8:] = 20000
+    return deep
+
+
+def test_ten_bit_avif_keeps_its_depth_in_png(tmp_path):
+    source = tmp_path / "deep.avif"
+    bundled_ffmpeg_makes(tmp_path, "libaom-av1", deep_stripes(), source, "-still-picture", "1", "-pix_fmt",
+                         "yuv444p10le", "-crf", "0", "-cpu-used", "8")
+    assert np.asarray(Image.open(source)).dtype == np.uint8  # Pillow's own AVIF decoder: 8 bits
+    upscale(source, tmp_path / "deep_x2.png")
+    import cv2
+
+    pixels = cv2.imread(str(tmp_path / "deep_x2.png"), cv2.IMREAD_UNCHANGED)
+    assert pixels.dtype == np.uint16 and pixels.shape == (32, 32, 3)
+    # at 8 bits they would move by up to 128; 10-bit YUV keeps them within a few 16-bit steps
+    assert np.abs(pixels[:, :16].astype(int) - 40000).max() < 64
+    assert np.abs(pixels[:, 16:].astype(int) - 20000).max() < 64
+
+
+def test_jpeg_xl_upscales_to_png_and_back_with_its_exif_and_upright(tmp_path):
+    pytest.importorskip("pillow_jxl", reason="pillow-jxl-plugin (the optional [jxl] extra) is not installed")
+    stored = np.random.default_rng(6).integers(0, 255, (8, 12, 3)).astype(np.uint8)
+    source = tmp_path / "a.jxl"
+    # a JPEG XL's turn lives in its codestream; an EXIF orientation inside it is ignored (JPEG XL specification)
+    Image.fromarray(stored).save(source, "JXL", lossless=True, exif=photo_exif(6, 12, 8).tobytes())
+    png = upscale(source, tmp_path / "a_x2.png")
+    assert png.size == (24, 16) and png.getexif()[0x010F] == "LightCam" and png.getexif().get(0x0112, 1) == 1
+    np.testing.assert_array_equal(np.asarray(png)[::2, ::2], stored)
+    recorder = Recorder()
+    source = make_photo(tmp_path / "p.png", "png", orientation=1, size=(12, 8))
+    back = upscale(source, tmp_path / "p_x2.jxl", recorder=recorder, quality=101)
+    assert back.format == "JXL" and back.size == (24, 16) and back.getexif()[0x010F] == "LightCam"
+    assert b"lightsr-xmp-marker" in (tmp_path / "p_x2.jxl").read_bytes()  # the plugin writes XMP but reads none
+    assert recorder.notes == ["note: ICC profile cannot be written to JXL"]
+
+
+def test_sixteen_bit_jpeg_xl_keeps_its_depth_in_png(tmp_path):
+    pytest.importorskip("pillow_jxl", reason="pillow-jxl-plugin (the optional [jxl] extra) is not installed")
+    source = tmp_path / "deep.jxl"
+    bundled_ffmpeg_makes(tmp_path, "libjxl", deep_stripes(), source, "-distance", "0")
+    upscale(source, tmp_path / "deep_x2.png")
+    import cv2
+
+    pixels = cv2.imread(str(tmp_path / "deep_x2.png"), cv2.IMREAD_UNCHANGED)
+    assert pixels.dtype == np.uint16 and pixels.shape == (32, 32, 3)
+    np.testing.assert_array_equal(pixels[:, :, ::-1][::2, ::2], deep_stripes())  # lossless: exact
+
+
+def test_a_multi_page_tiff_only_opencv_reads_says_its_other_pages_are_not_upscaled(tmp_path):
+    tifffile = pytest.importorskip("tifffile", reason="tifffile (in the [test] extra) writes the float64 pages")
+    source = tmp_path / "float_pages.tif"  # two planar float64 pages, as scikit-image ships one: Pillow cannot open it
+    pages = np.random.default_rng(7).random((2, 3, 10, 10))
+    with tifffile.TiffWriter(source) as writer:
+        for page in pages:
+            writer.write(page, photometric="rgb", planarconfig="separate")
+    recorder = Recorder()
+    out = upscale(source, tmp_path / "float_pages_x2.tif", recorder=recorder)
+    assert out.size == (20, 20)
+    assert recorder.notes == [
+        "warning: only the first of the 2 pages of float_pages.tif could be decoded; that one is upscaled"]
+
+
+def exif_with_thumbnail(orientation: int, thumbnail: bytes) -> bytes:
+    """EXIF (TIFF structure) whose IFD0 holds the orientation and links to an IFD1 with a JPEG thumbnail, as
+    cameras write it (Pillow reads IFD1 but does not write one, so it is laid out here)."""
+    ifd1_at = 8 + 2 + 12 + 4
+    thumbnail_at = ifd1_at + 2 + 3 * 12 + 4
+    ifd0 = struct.pack("<H", 1) + struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack("<I", ifd1_at)
+    ifd1 = (struct.pack("<H", 3) + struct.pack("<HHIHH", 0x0103, 3, 1, 6, 0)
+            + struct.pack("<HHII", 0x0201, 4, 1, thumbnail_at) + struct.pack("<HHII", 0x0202, 4, 1, len(thumbnail))
+            + struct.pack("<I", 0))
+    return b"Exif\x00\x00II*\x00" + struct.pack("<I", 8) + ifd0 + ifd1 + thumbnail
+
+
+def test_the_exif_thumbnail_of_the_old_orientation_is_not_kept(tmp_path):
+    thumb = io.BytesIO()
+    Image.fromarray(np.full((6, 10, 3), (250, 10, 10), np.uint8)).save(thumb, "JPEG", comment=b"old-thumbnail")
+    source = tmp_path / "camera.jpg"
+    Image.fromarray(np.zeros((6, 10, 3), np.uint8)).save(source, exif=exif_with_thumbnail(6, thumb.getvalue()))
+    assert Image.open(source).getexif().get_ifd(-1)[0x0202] == len(thumb.getvalue())  # IFD1: the thumbnail is there
+    assert b"old-thumbnail" in source.read_bytes()
+    out = upscale(source, tmp_path / "camera_x2.jpg")
+    assert out.size == (12, 20) and out.getexif().get(0x0112, 1) == 1
+    assert not out.getexif().get_ifd(-1) and b"old-thumbnail" not in (tmp_path / "camera_x2.jpg").read_bytes()
+
+
+def camera_exif_block(orientation: int = 6) -> bytes:
+    exif = photo_exif(orientation, 10, 6)
+    exif.get_ifd(0x8769)[0x927C] = b"Nikon\x00\x02\x10\x00\x00MM\x00*\x00\x00\x00\x08" + bytes(range(40))  # maker note
+    return exif.tobytes()
+
+
+def test_exif_is_updated_in_place_every_other_byte_kept(tmp_path):
+    from lightsr_cli.media import exif as exif_module
+
+    block = camera_exif_block()
+    updated = exif_module.updated_in_place(block, 1200, 2000)
+    assert updated is not None and len(updated) == len(block)
+    changed = [index for index in range(len(block)) if block[index] != updated[index]]
+    parsed = Image.Exif()
+    parsed.load(updated)
+    assert parsed[0x0112] == 1 and (parsed.get_ifd(0x8769)[0xA002], parsed.get_ifd(0x8769)[0xA003]) == (1200, 2000)
+    assert len(changed) <= 6  # the orientation's and the two dimensions' value bytes, nothing else
+    assert updated.index(b"Nikon\x00") == block.index(b"Nikon\x00")  # the maker note did not move
+
+
+def test_exif_that_cannot_be_updated_in_place_is_rebuilt_or_left_out():
+    from lightsr_cli.media import exif as exif_module
+
+    block = camera_exif_block()
+    assert exif_module.updated_in_place(block, 70000, 20) is None  # the dimensions are SHORTs: no room for 70000
+    rebuilt = Image.Exif()
+    rebuilt.load(metadata.exif_block_for_output(block, 70000, 20))
+    assert rebuilt.get_ifd(0x8769)[0xA002] == 70000 and rebuilt[0x0112] == 1
+    for damaged in (block[:40], block[:6] + b"XX" + block[8:], b"Exif\x00\x00II*\x00\xff\xff\xff\x7f"):
+        assert exif_module.updated_in_place(damaged, 20, 20) is None
+
+
+def test_xmp_copies_of_orientation_and_sizes_are_updated(tmp_path):
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF><rdf:Description tiff:Orientation="6" '
+           b'exif:PixelXDimension="10"><exif:PixelYDimension>6</exif:PixelYDimension>'
+           b"<dc:creator>lightsr-xmp-marker</dc:creator></rdf:Description></rdf:RDF></x:xmpmeta>")
+    source = tmp_path / "p.jpg"
+    Image.fromarray(np.zeros((6, 10, 3), np.uint8)).save(source, exif=photo_exif(6, 10, 6), xmp=xmp)
+    written = xmp_of(upscale(source, tmp_path / "p_x2.jpg"))
+    assert b'tiff:Orientation="1"' in written and b'exif:PixelXDimension="12"' in written
+    assert b"<exif:PixelYDimension>20</exif:PixelYDimension>" in written and b"lightsr-xmp-marker" in written

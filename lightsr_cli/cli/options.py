@@ -30,6 +30,7 @@ class ImageFormat(str, Enum):
     gif = "gif"
     heic = "heic"
     avif = "avif"
+    jxl = "jxl"
 
 
 DEVICE = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, xpu[:N] "

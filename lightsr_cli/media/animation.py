@@ -172,14 +172,11 @@ def _palette_frame(pixels: np.ndarray) -> Any:
 
 
 def encode_pages(pages: tuple[np.ndarray, ...], carried: list[Metadata], options: ImageEncodeSettings) -> bytes:
-    """A multi-page TIFF, each page with its own metadata; 16-bit colour pages through OpenCV (no metadata)."""
+    """A multi-page TIFF, each page with its own metadata (16-bit colour pages: media/tiff.py writes them)."""
     if any(page.dtype == np.uint16 and page.ndim == 3 for page in pages):
-        bgr = [cv2.cvtColor(p, cv2.COLOR_RGB2BGR) if p.ndim == 3 and p.shape[2] == 3
-               else cv2.cvtColor(p, cv2.COLOR_RGBA2BGRA) if p.ndim == 3 and p.shape[2] == 4 else p for p in pages]
-        ok, buffer = cv2.imencodemulti(".tif", bgr)
-        if not ok:
-            raise OutputError("could not encode the result as a multi-page TIFF")
-        return buffer.tobytes()
+        from . import tiff
+
+        return tiff.encode_pages_with_metadata(pages, carried)
     from PIL import TiffImagePlugin
 
     buffer = io.BytesIO()

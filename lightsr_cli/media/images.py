@@ -29,11 +29,13 @@ from .metadata import Metadata
 
 IMAGE_EXTENSIONS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".bmp": "bmp",
                     ".tif": "tiff", ".tiff": "tiff", ".gif": "gif", ".heic": "heic", ".heif": "heic",
-                    ".avif": "avif"}
+                    ".avif": "avif", ".jxl": "jxl"}
 FORMAT_EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "bmp": ".bmp", "tiff": ".tif", "gif": ".gif",
-                     "heic": ".heic", "avif": ".avif"}
-_EIGHT_BIT_ONLY = {"jpeg", "webp", "bmp", "gif", "heic", "avif"}
-_DECODED_BY_PILLOW = {"GIF", "HEIF", "AVIF"}
+                     "heic": ".heic", "avif": ".avif", "jxl": ".jxl"}
+_EIGHT_BIT_ONLY = {"jpeg", "webp", "bmp", "gif", "heic", "avif", "jxl"}
+_DECODED_BY_PILLOW = {"GIF", "HEIF", "AVIF", "JXL"}
+_DEEP_BY_FFMPEG = {"AVIF", "JXL"}  # Pillow's decoders (libavif, pillow-jxl-plugin) give these at 8 bits
+_JXL_SIGNATURES = (b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")
 
 
 def is_image_path(path: Path) -> bool:
@@ -112,11 +114,18 @@ def claimed_size(data: bytes, path: Path) -> tuple[int, int] | None:
     """(width, height) as the file's header claims it, before any pixel is decoded; None when unknown.
 
     Our own byte-level reader goes first (it never trips a library's limit); Pillow's lazy open
-    covers the formats it does not know (GIF, HEIC, AVIF).
+    covers the formats it does not know (GIF, HEIC, AVIF). JPEG XL's Pillow plugin decodes the whole
+    picture when opening it, so ffmpeg's probe (no pixel decoded) tells its size instead.
     """
     header = headers.read_header(data)
     if header is not None:
         return header.width, header.height
+    if data.startswith(_JXL_SIGNATURES):
+        from . import deep
+
+        facts = deep.probe(data)
+        if facts is not None:
+            return facts.width, facts.height
     opened = pillow.open_image(data, path)
     return opened.size if opened is not None else None
 
@@ -126,11 +135,16 @@ def decode_picture(data: bytes, path: Path) -> Picture:
     from . import animation
 
     opened = pillow.open_image(data, path)
-    if opened is None:
-        return Picture((decode_image(data, path),))
+    if opened is None:  # e.g. a float or planar TIFF: OpenCV decodes its first page only, which is said
+        pixels = decode_image(data, path)
+        header = headers.read_header(data)
+        pages = header.frames if header is not None and header.format == "tiff" else 1
+        notes = (f"warning: only the first of the {pages} pages of {path.name} could be decoded; "
+                 "that one is upscaled",) * (pages > 1)
+        return Picture((pixels,), notes=notes)
     kind = (opened.format or "").upper()
     found = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "WEBP": "webp", "TIFF": "tiff", "BMP": "bmp",
-             "GIF": "gif", "HEIF": "heic", "AVIF": "avif"}.get(kind, kind.lower())
+             "GIF": "gif", "HEIF": "heic", "AVIF": "avif", "JXL": "jxl"}.get(kind, kind.lower())
     frame_count = getattr(opened, "n_frames", 1)
     if kind in ("GIF", "WEBP", "PNG") and getattr(opened, "is_animated", False):
         return replace(animation.read_animation(opened, path), format=found)
@@ -138,7 +152,8 @@ def decode_picture(data: bytes, path: Path) -> Picture:
         return replace(animation.read_pages(data, opened, path), format=found)
     carried = metadata.read_metadata(opened)
     if kind in _DECODED_BY_PILLOW:
-        # libheif turns HEIC pixels upright itself; Pillow's AVIF decoder reports the turn as EXIF orientation.
+        # libheif and libjxl turn the pixels upright themselves (a JPEG XL's EXIF orientation is ignored, as
+        # its specification says); Pillow's AVIF decoder reports the turn as EXIF orientation instead.
         turn = metadata.orientation(opened) if kind == "AVIF" else 1
         pixels = apply_orientation(pillow_pixels(opened, data, path), turn)
         notes = (f"warning: {path.name} has {frame_count} frames; only the first is upscaled",) * (frame_count > 1)
@@ -177,10 +192,35 @@ def pillow_pixels(opened: Any, data: bytes, path: Path) -> np.ndarray:
         deep = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=False)
         return np.ascontiguousarray(np.asarray(deep))
     try:
-        return from_pillow(opened)
+        pixels = from_pillow(opened)
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         raise InputError(f"cannot decode {path}: {error}",
                          hint="check that the file opens in an image viewer") from None
+    if (opened.format or "").upper() in _DEEP_BY_FFMPEG:
+        return _full_depth(data, pixels)
+    return pixels
+
+
+def _full_depth(data: bytes, eight_bit: np.ndarray) -> np.ndarray:
+    """An AVIF's or JPEG XL's pixels at 16 bits when the file holds more than 8 (else, or when ffmpeg cannot
+    decode it, the 8-bit ones); alpha from the 8-bit decode when ffmpeg's has none (an AVIF's alpha is apart)."""
+    from . import deep
+
+    facts = deep.probe(data)
+    if facts is None or facts.bit_depth <= 8 or (facts.height, facts.width) != eight_bit.shape[:2]:
+        return eight_bit
+    colour = deep.decode_sixteen_bit(data, facts, as_stored=not data.startswith(_JXL_SIGNATURES))
+    if colour is None:
+        return eight_bit
+    channels = 1 if eight_bit.ndim == 2 else eight_bit.shape[2]
+    alpha = eight_bit[:, :, -1].astype(np.uint16) * 257 if channels in (2, 4) else None
+    if colour.shape[2] == 4:
+        colour, alpha = colour[:, :, :3], colour[:, :, 3]
+    if channels <= 2:  # gray: ffmpeg gave it as equal RGB
+        colour = colour[:, :, :1]
+    layers = [colour] if alpha is None else [colour, alpha[:, :, None]]
+    pixels = np.concatenate(layers, axis=2)
+    return np.ascontiguousarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
 
 
 def from_pillow(frame: Any) -> np.ndarray:
@@ -295,6 +335,10 @@ def encode_image(pixels: np.ndarray, options: ImageEncodeSettings, carried: Meta
         return animation.encode_gif([pixels], None, carried)
     if pixels.dtype == np.uint8 and options.format != "bmp" or pixels.ndim == 2 and options.format == "tiff":
         return _pillow_encode(pixels, options, carried)
+    if options.format == "tiff":  # 16-bit colour: Pillow's image modes cannot hold it
+        from . import tiff
+
+        return tiff.encode_pages_with_metadata([pixels], [carried])
     encoded = _opencv_encode(pixels, options)
     if options.format == "png":
         return png_with_metadata(encoded, carried, pixels.shape[1], pixels.shape[0])
@@ -303,14 +347,8 @@ def encode_image(pixels: np.ndarray, options: ImageEncodeSettings, carried: Meta
 
 def encoding_losses(pixels: np.ndarray, options: ImageEncodeSettings, carried: Metadata) -> list[str]:
     """What ``carried`` holds that encoding ``pixels`` as ``options.format`` cannot keep."""
-    opencv_tiff = options.format == "tiff" and pixels.dtype == np.uint16 and pixels.ndim == 3
-    if opencv_tiff:
-        lost = [metadata.NAMES[name] for name in carried.present()]
-        what = "16-bit colour TIFF"
-    else:
-        lost = metadata.losses(carried, options.format)
-        what = options.format.upper()
-    notes = [f"{', '.join(lost)} cannot be written to {what}"] if lost else []
+    lost = metadata.losses(carried, options.format)
+    notes = [f"{', '.join(lost)} cannot be written to {options.format.upper()}"] if lost else []
     if options.to_srgb and carried.icc and to_format_depth(pixels, options.format).dtype == np.uint16:
         notes.append("16-bit colour is written in its own profile: --to-srgb converts 8-bit outputs only")
     return notes
@@ -345,6 +383,7 @@ def pillow_save_options(options: ImageEncodeSettings, carried: Metadata, width: 
         "tiff": {"compression": "tiff_adobe_deflate"},
         "heic": {"quality": min(quality, 100)},
         "avif": {"quality": min(quality, 100)},
+        "jxl": {"lossless": True} if quality > 100 else {"quality": quality},
     }.get(options.format, {})
     saved = {**extra, **metadata.pillow_save_options(carried, options.format, width, height)}
     tags = saved.get("tiffinfo")
@@ -362,12 +401,14 @@ def _pillow_encode(pixels: np.ndarray, options: ImageEncodeSettings, carried: Me
         image = metadata.convert_to_srgb(image, carried.icc)
         carried = replace(carried, icc=metadata.srgb_profile())
     buffer = io.BytesIO()
-    save_format = {"heic": "HEIF"}.get(options.format, options.format.upper())
+    save_format = {"heic": "HEIF"}.get(options.format, options.format.upper())  # jxl: "JXL"
     try:
         image.save(buffer, save_format, **pillow_save_options(options, carried, image.width, image.height))
     except (OSError, ValueError, KeyError) as error:
         if options.format == "heic" and not pillow.has_heif():
             raise OutputError("cannot write HEIC: no HEIF encoder installed", hint=pillow.HEIF_HINT) from None
+        if options.format == "jxl" and not pillow.has_jxl():
+            raise OutputError("cannot write JPEG XL: no JPEG XL encoder installed", hint=pillow.JXL_HINT) from None
         raise OutputError(f"could not encode the result as {options.format}: {error}") from None
     return buffer.getvalue()
 
@@ -413,12 +454,12 @@ def png_with_metadata(png: bytes, carried: Metadata, width: int, height: int) ->
     chunks = b""
     if carried.icc:
         chunks += _png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(carried.icc))
-    exif = metadata.updated_exif(carried.exif, width, height) if carried.exif else None
-    if exif is not None:
-        written = exif.tobytes()
+    written = metadata.exif_block_for_output(carried.exif, width, height) if carried.exif else None
+    if written is not None:
         chunks += _png_chunk(b"eXIf", written[6:] if written.startswith(b"Exif\x00\x00") else written)
     if carried.xmp:
-        chunks += _png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + carried.xmp)
+        xmp = metadata.updated_xmp(carried.xmp, width, height)
+        chunks += _png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp)
     header_end = 8 + 25  # signature + IHDR chunk
     return png[:header_end] + chunks + png[header_end:] if chunks else png
 

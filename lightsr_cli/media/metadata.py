@@ -9,6 +9,7 @@ returned list of losses, which the pipeline says once per run: never dropped sil
 from __future__ import annotations
 
 import io
+import re
 import struct
 from dataclasses import dataclass, replace
 from typing import Any
@@ -24,9 +25,9 @@ _STORAGE_TAGS = frozenset({
     317, 318, 319, 320, 321, 322, 323, 324, 325, 330, 332, 338, 339, 340, 341, 347, 513, 514, 529, 530, 531, 532,
     _XMP_TAG, _IPTC_TAG, _ICC_TAG, _PHOTOSHOP_TAG, _EXIF_IFD, _GPS_IFD, _INTEROP_IFD, 50341, 59932, 59933,
 })
-_FORMATS_WITH = {
-    "exif": {"jpeg", "png", "webp", "tiff", "heic", "avif"},
-    "xmp": {"jpeg", "png", "webp", "tiff", "heic", "avif"},
+_FORMATS_WITH = {  # JPEG XL: pillow-jxl-plugin writes EXIF and XMP boxes, but no ICC profile
+    "exif": {"jpeg", "png", "webp", "tiff", "heic", "avif", "jxl"},
+    "xmp": {"jpeg", "png", "webp", "tiff", "heic", "avif", "jxl"},
     "iptc": {"jpeg", "tiff"},
     "icc": {"jpeg", "png", "webp", "tiff", "heic", "avif"},
 }
@@ -62,14 +63,16 @@ def read_metadata(picture: Any) -> Metadata:
     exif = _portable_exif(picture)
     xmp = info.get("xmp") or info.get("XML:com.adobe.xmp")
     iptc = None
+    icc = info.get("icc_profile")
     tags = getattr(picture, "tag_v2", None)
-    if tags is not None:  # TIFF
-        xmp = xmp or tags.get(_XMP_TAG)
+    if tags is not None:  # TIFF: the page's own tags (Pillow's info keeps an earlier page's profile after a seek)
+        xmp = tags.get(_XMP_TAG)
         iptc = tags.get(_IPTC_TAG)
+        icc = tags.get(_ICC_TAG)
     photoshop = info.get("photoshop")
     if isinstance(photoshop, dict):  # JPEG APP13: Pillow splits the resources, 0x0404 is IPTC
         iptc = iptc or photoshop.get(_IPTC_RESOURCE)
-    return Metadata(exif=exif, xmp=_as_bytes(xmp), iptc=_as_bytes(iptc), icc=info.get("icc_profile") or None)
+    return Metadata(exif=exif, xmp=_as_bytes(xmp), iptc=_as_bytes(iptc), icc=_as_bytes(icc))
 
 
 def _as_bytes(value: Any) -> bytes | None:
@@ -150,16 +153,49 @@ def updated_exif(exif_bytes: bytes, width: int, height: int) -> Any | None:
     return exif
 
 
+_XMP_NUMBERS = ("tiff:Orientation", "exif:PixelXDimension", "exif:PixelYDimension", "tiff:ImageWidth",
+                "tiff:ImageLength")
+
+
+def updated_xmp(xmp: bytes, width: int, height: int) -> bytes:
+    """XMP whose copies of the EXIF orientation and sizes say 1 and the new sizes (as an attribute or an element;
+    the way Pillow's exif_transpose finds the orientation in XMP). Everything else is kept as it is."""
+    values = dict(zip(_XMP_NUMBERS, (1, width, height, width, height), strict=True))
+    if not any(name.encode() in xmp for name in values):
+        return xmp
+    for name, value in values.items():
+        key = re.escape(name.encode())
+        xmp = re.sub(rb"(" + key + rb'=["\'])\d+(["\'])', rb"\g<1>" + str(value).encode() + rb"\g<2>", xmp)
+        xmp = re.sub(rb"(<" + key + rb">)\s*\d+\s*(</" + key + rb">)", rb"\g<1>" + str(value).encode() + rb"\g<2>", xmp)
+    return xmp
+
+
+def exif_block_for_output(exif_bytes: bytes, width: int, height: int) -> bytes | None:
+    """The EXIF block to write beside new pixels: updated in place (exif.py) where it can be, else rebuilt by Pillow;
+    None when it cannot be read."""
+    from . import exif
+
+    in_place = exif.updated_in_place(exif_bytes, width, height)
+    if in_place is not None:
+        return in_place
+    rebuilt = updated_exif(exif_bytes, width, height)
+    return rebuilt.tobytes() if rebuilt is not None else None
+
+
 def pillow_save_options(metadata: Metadata, image_format: str, width: int, height: int) -> dict[str, Any]:
     """Keyword arguments for Pillow's ``save`` that write ``metadata`` into ``image_format``."""
     options: dict[str, Any] = {}
+    if metadata.xmp:
+        metadata = replace(metadata, xmp=updated_xmp(metadata.xmp, width, height))
     if metadata.icc and image_format in _FORMATS_WITH["icc"]:
         options["icc_profile"] = metadata.icc
-    exif = updated_exif(metadata.exif, width, height) if metadata.exif else None
     if image_format == "tiff":
+        exif = updated_exif(metadata.exif, width, height) if metadata.exif else None
         return {**options, "tiffinfo": _tiff_tags(metadata, exif)}
-    if exif is not None and image_format in _FORMATS_WITH["exif"]:
-        options["exif"] = exif
+    if metadata.exif and image_format in _FORMATS_WITH["exif"]:
+        block = exif_block_for_output(metadata.exif, width, height)
+        if block is not None:
+            options["exif"] = block
     if metadata.xmp and image_format in _FORMATS_WITH["xmp"]:
         if image_format == "png":
             from PIL import PngImagePlugin
