@@ -522,38 +522,6 @@ def test_the_exif_thumbnail_of_the_old_orientation_is_not_kept(tmp_path):
     assert not out.getexif().get_ifd(-1) and b"old-thumbnail" not in (tmp_path / "camera_x2.jpg").read_bytes()
 
 
-def camera_exif_block(orientation: int = 6) -> bytes:
-    exif = photo_exif(orientation, 10, 6)
-    exif.get_ifd(0x8769)[0x927C] = b"Nikon\x00\x02\x10\x00\x00MM\x00*\x00\x00\x00\x08" + bytes(range(40))  # maker note
-    return exif.tobytes()
-
-
-def test_exif_is_updated_in_place_every_other_byte_kept(tmp_path):
-    from lightsr_cli.media import exif as exif_module
-
-    block = camera_exif_block()
-    updated = exif_module.updated_in_place(block, 1200, 2000)
-    assert updated is not None and len(updated) == len(block)
-    changed = [index for index in range(len(block)) if block[index] != updated[index]]
-    parsed = Image.Exif()
-    parsed.load(updated)
-    assert parsed[0x0112] == 1 and (parsed.get_ifd(0x8769)[0xA002], parsed.get_ifd(0x8769)[0xA003]) == (1200, 2000)
-    assert len(changed) <= 6  # the orientation's and the two dimensions' value bytes, nothing else
-    assert updated.index(b"Nikon\x00") == block.index(b"Nikon\x00")  # the maker note did not move
-
-
-def test_exif_that_cannot_be_updated_in_place_is_rebuilt_or_left_out():
-    from lightsr_cli.media import exif as exif_module
-
-    block = camera_exif_block()
-    assert exif_module.updated_in_place(block, 70000, 20) is None  # the dimensions are SHORTs: no room for 70000
-    rebuilt = Image.Exif()
-    rebuilt.load(metadata.exif_block_for_output(block, 70000, 20))
-    assert rebuilt.get_ifd(0x8769)[0xA002] == 70000 and rebuilt[0x0112] == 1
-    for damaged in (block[:40], block[:6] + b"XX" + block[8:], b"Exif\x00\x00II*\x00\xff\xff\xff\x7f"):
-        assert exif_module.updated_in_place(damaged, 20, 20) is None
-
-
 def test_xmp_copies_of_orientation_and_sizes_are_updated(tmp_path):
     xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF><rdf:Description tiff:Orientation="6" '
            b'exif:PixelXDimension="10"><exif:PixelYDimension>6</exif:PixelYDimension>'

@@ -171,13 +171,8 @@ def updated_xmp(xmp: bytes, width: int, height: int) -> bytes:
 
 
 def exif_block_for_output(exif_bytes: bytes, width: int, height: int) -> bytes | None:
-    """The EXIF block to write beside new pixels: updated in place (exif.py) where it can be, else rebuilt by Pillow;
-    None when it cannot be read."""
-    from . import exif
-
-    in_place = exif.updated_in_place(exif_bytes, width, height)
-    if in_place is not None:
-        return in_place
+    """The EXIF block to write beside new pixels, rebuilt by Pillow (orientation 1, new sizes, no old thumbnail);
+    None when it cannot be read. Pillow does all EXIF parsing and writing: lightsr has no EXIF parser of its own."""
     rebuilt = updated_exif(exif_bytes, width, height)
     return rebuilt.tobytes() if rebuilt is not None else None
 
