@@ -95,8 +95,8 @@ def final_size(target: TargetSize, width: int, height: int, sar: Fraction | None
         by_height = Fraction(box_h) / display_h
         width_limits = by_width <= by_height if target.mode == "fit" else by_width >= by_height
         if width_limits:
-            return _sides(box_w, display_h * by_width, box_h, target.mode, even)
-        other_w, other_h = _sides(box_h, display_w * by_height, box_w, target.mode, even)
+            return _sides(box_w, display_w, display_h, box_h, target.mode, even)
+        other_w, other_h = _sides(box_h, display_h, display_w, box_w, target.mode, even)
         return other_h, other_w
     if target.mode == "width":
         given = target.width - (target.width % 2 if even else 0)
@@ -111,12 +111,15 @@ def _rounded(value: Fraction, even: bool) -> int:
     return max(2, _even_half_up(value)) if even else max(1, _half_up(value))
 
 
-def _sides(limiting: int, other: Fraction, box_other: int, mode: str, even: bool) -> tuple[int, int]:
-    """(limiting side, other side) for fit/fill, both clamped to the box as the mode says."""
+def _sides(box_side: int, display_side: Fraction, display_other: Fraction, box_other: int, mode: str,
+           even: bool) -> tuple[int, int]:
+    """(limiting side, other side) for fit/fill: the limiting side is the box's (made even as the mode
+    says), the other follows from it by the aspect ratio, clamped to the box."""
+    limiting = box_side
     if even:
-        limiting = max(2, limiting - limiting % 2) if mode == "fit" else limiting + limiting % 2
-        box_other = (max(2, box_other - box_other % 2) if mode == "fit" else box_other + box_other % 2)
-    value = _rounded(other, even)
+        limiting = max(2, box_side - box_side % 2) if mode == "fit" else box_side + box_side % 2
+        box_other = max(2, box_other - box_other % 2) if mode == "fit" else box_other + box_other % 2
+    value = _rounded(display_other * limiting / display_side, even)
     value = min(value, box_other) if mode == "fit" else max(value, box_other)
     return limiting, value
 
