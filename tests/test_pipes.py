@@ -184,7 +184,7 @@ def test_closed_stdout_ends_with_one_line_and_no_traceback(tmp_path):
     assert result.returncode == 1, errors
     assert "closed by its reader" in errors and "Traceback" not in errors and "Exception ignored" not in errors
     image = png(tmp_path / "a.png", 200, 200)
-    command = command.replace("--model bsrn-x2", "")
+    command = command.replace("--model bsrn-x2", "").replace("head -c 10 > /dev/null", "true")  # gone at once
     result = subprocess.run(["bash", "-c", command], input=image.read_bytes(), env=env, timeout=300)
     errors = (tmp_path / "err.txt").read_text()
     assert result.returncode == 1, errors

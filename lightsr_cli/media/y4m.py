@@ -59,6 +59,18 @@ class Y4mHeader:
         return _PIX_FMTS[self.colourspace]
 
     @property
+    def frame_bytes(self) -> int:
+        """Bytes of one frame's planes (after its FRAME line)."""
+        sample = 2 if self.bit_depth > 8 else 1
+        luma = self.width * self.height
+        half_w, half_h = -(-self.width // 2), -(-self.height // 2)
+        kind = self.colourspace
+        chroma = (0 if kind.startswith("mono") else 2 * half_w * half_h if kind.startswith("420")
+                  else 2 * half_w * self.height if kind.startswith("422")
+                  else 2 * -(-self.width // 4) * self.height if kind.startswith("411") else 2 * luma)
+        return (luma + chroma + (luma if kind == "444alpha" else 0)) * sample
+
+    @property
     def bit_depth(self) -> int:
         """8, or the 9..16 bits of the kinds ffmpeg names ``...p10le``, ``gray16le``."""
         match = re.search(r"(\d+)le$", self.pix_fmt)
@@ -132,6 +144,8 @@ class Y4mDecoder:
         self.dtype = np.dtype("<u2") if deep else np.dtype(np.uint8)
         self._frame_bytes = self.header.width * self.header.height * 3 * self.dtype.itemsize
         self.frames_read = 0
+        self._fed = 0
+        self._header_bytes = len(header_line)
         args = [ffmpeg_exe(), "-hide_banner", "-v", "error", "-f", "yuv4mpegpipe", "-i", "pipe:0",
                 "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb48le" if deep else "rgb24", "pipe:1"]
         self._proc, self._log = _start(args, subprocess.PIPE, subprocess.PIPE)
@@ -144,6 +158,7 @@ class Y4mDecoder:
         with contextlib.suppress(BrokenPipeError, OSError, ValueError):  # ffmpeg stopped: its log says why
             sink.write(header_line)
             while chunk := (rest.read1(_CHUNK) if hasattr(rest, "read1") else rest.read(_CHUNK)):
+                self._fed += len(chunk)
                 sink.write(chunk)
         with contextlib.suppress(BrokenPipeError, OSError):
             sink.close()
@@ -170,8 +185,12 @@ class Y4mDecoder:
         if code != 0:
             raise CorruptVideoError(f"ffmpeg failed decoding the y4m stream after {self.frames_read} frames: "
                                     f"{error_tail(log)}")
-        if partial:
-            raise CorruptVideoError(f"the y4m stream ended inside frame {self.frames_read + 1} ({partial} bytes)")
+        # ffmpeg drops a last frame cut short without a word: what was fed beyond the whole frames says so.
+        per_frame = len(b"FRAME\n") + self.header.frame_bytes
+        left = self._fed - self.frames_read * per_frame
+        if partial or 0 < left < per_frame:
+            raise CorruptVideoError(f"the y4m stream ended inside frame {self.frames_read + 1} "
+                                    f"({partial or left} of {per_frame} bytes)", hint="the stream was cut short")
         if self.frames_read == 0:
             raise InputError("the y4m stream holds no frames")
 
