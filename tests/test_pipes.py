@@ -102,6 +102,10 @@ def test_stdin_must_be_the_only_input(tmp_path):
     source = png(tmp_path / "a.png")
     result = lightsr("upscale", "-", str(source), "-o", "-", stdin=b"")
     assert result.returncode == 2 and b"only input" in result.stderr
+    clip = tmp_path / "c.mp4"
+    clip.write_bytes(b"not read")
+    result = lightsr("upscale", str(clip), "-o", "-")
+    assert result.returncode == 2 and b"yuv4mpegpipe" in result.stderr and result.stdout == b""
 
 
 # -- y4m streams -----------------------------------------------------------------------------------

@@ -63,6 +63,12 @@ def run_pipe(run: PipeRun, engine_settings, output_settings, target) -> None:
         path = Path(run.source)
         if not path.is_file():
             raise InputError(f"no such file: {path}")
+        from ..media.images import is_image_path
+
+        if not is_image_path(path):
+            raise UsageError(f"only images are written to stdout, not {path.name}",
+                             hint=f"stream a video as y4m: ffmpeg -i {path.name} -f yuv4mpegpipe - | "
+                                  "lightsr upscale - -o - | ffmpeg -i - OUT")
         stream, kind, start = None, "image", b""
     if run.mode == "yuv4mpegpipe" and kind != "y4m":
         raise InputError("{--pipe yuv4mpegpipe}: stdin does not start with a YUV4MPEG2 header",
