@@ -19,6 +19,7 @@ Hierarchy::
       OutputError                 an output that exists already or cannot be written
         OutputExistsError           the output exists (perhaps written by another run a moment ago)
         TargetBusyError             another run is writing the same output right now
+        OutputClosedError           the reader of our output pipe (stdout) went away
       LimitError                  an input or output larger than the pixel limits allow
       ModelError                  unknown model, missing scale, unrecognised checkpoint
       WeightsError                a checkpoint that cannot be found, fetched, verified or loaded
@@ -110,6 +111,10 @@ class OutputExistsError(OutputError):
 
 class TargetBusyError(OutputError):
     """Another process (or another job of this run) holds the lock on the same output."""
+
+
+class OutputClosedError(OutputError):
+    """The reader of our output pipe (stdout) went away before everything was written."""
 
 
 class LimitError(LightsrError):

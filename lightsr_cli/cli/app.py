@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from .. import __version__
-from . import bench, compare, evaluate, models, upscale
+from . import bench, compare, evaluate, models, upscale, watch
 
 app = typer.Typer(
     name="lightsr", no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
@@ -30,6 +30,7 @@ def main_options(
 
 
 app.command(no_args_is_help=True)(upscale.upscale)
+app.command(no_args_is_help=True)(watch.watch)
 app.command("eval", no_args_is_help=True)(evaluate.evaluate)
 app.command("bench")(bench.bench)
 app.command("compare", no_args_is_help=True)(compare.compare)

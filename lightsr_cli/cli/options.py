@@ -54,3 +54,21 @@ WEIGHTS = typer.Option(None, "--weights", help="A checkpoint file (.pth/.pt/.ckp
 TTA = typer.Option(False, "--tta", help="8-way self-ensemble (flips and rotations): slower, slightly better.",
                    rich_help_panel="Engine")
 JSON = typer.Option(False, "--json", help="Print one machine-readable summary on stdout.")
+
+
+class PipeMode(str, Enum):
+    auto = "auto"
+    image = "image"
+    yuv4mpegpipe = "yuv4mpegpipe"
+
+
+PIPE = typer.Option(PipeMode.auto, "--pipe", help="With '-' as input: an image, or a raw y4m video stream "
+                    "(ffmpeg -f yuv4mpegpipe -); auto tells them apart by the first bytes.", rich_help_panel="Pipes")
+FIT = typer.Option(None, "--fit", metavar="WxH", help="Final size: the largest within the box, aspect kept.",
+                   rich_help_panel="Size")
+FILL = typer.Option(None, "--fill", metavar="WxH", help="Final size: the smallest that covers the box, aspect kept.",
+                    rich_help_panel="Size")
+WIDTH = typer.Option(None, "--width", help="Final width in pixels; the height follows the aspect ratio.",
+                     rich_help_panel="Size")
+HEIGHT = typer.Option(None, "--height", help="Final height in pixels; the width follows the aspect ratio.",
+                      rich_help_panel="Size")

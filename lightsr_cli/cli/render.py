@@ -46,6 +46,12 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
+def print_json_to_stderr(data: Any) -> None:
+    """The --json summary when stdout carries data (an image or a stream): it must not mix in."""
+    sys.stderr.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stderr.flush()
+
+
 class _RichTask:
     def __init__(self, progress: Progress, task_id: TaskID) -> None:
         self._progress = progress

@@ -9,7 +9,7 @@ import typer
 
 from ..checkpoints import resolve_card
 from ..errors import UsageError
-from . import options
+from . import options, pipes, targets
 from .handling import handles_errors
 from .render import RichReporter, about, print_json, stderr
 
@@ -17,8 +17,10 @@ from .render import RichReporter, about, print_json, stderr
 @handles_errors
 def upscale(
     ctx: typer.Context,
-    inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Image or video files, folders, or quoted globs."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (one input) or folder (created if missing)."),
+    inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Image or video files, folders, or quoted globs; "
+                                       "'-' reads one image or a y4m stream from stdin."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (one input) or folder (created if "
+                                          "missing); '-' writes to stdout."),
     scale: Optional[int] = typer.Option(None, "--scale", "-s", help="Upscaling factor: 2, 3 or 4 (default 4, or the model's).",
                                         rich_help_panel="Model"),
     model: Optional[str] = options.MODEL,
@@ -29,6 +31,11 @@ def upscale(
     image_format: Optional[options.ImageFormat] = typer.Option(None, "--format", "-f", help="Image output format (default: as the input)."),
     quality: Optional[int] = typer.Option(None, "--quality", min=1, max=100, help="JPEG/WebP quality (default 95)."),
     outscale: Optional[float] = typer.Option(None, "--outscale", min=0.01, help="Resize the result to this final factor (e.g. 3 with a x4 model)."),
+    fit: Optional[str] = options.FIT,
+    fill: Optional[str] = options.FILL,
+    width: Optional[int] = options.WIDTH,
+    height: Optional[int] = options.HEIGHT,
+    pipe: options.PipeMode = options.PIPE,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Leave existing outputs alone and skip their inputs."),
     tile: Optional[int] = options.TILE,
@@ -74,12 +81,20 @@ def upscale(
     if scale is not None and scale not in (2, 3, 4):
         raise UsageError(f"--scale must be 2, 3 or 4, not {scale}", hint="use --outscale for other final sizes")
     from ..pipeline.jobs import NamingSettings, plan_jobs
+    from ..pipeline.sizing import target_from_options
 
-    card = resolve_card(model, preset.value if preset else None, weights_file, scale)
-    final_scale = outscale or card.scale
-    rule = NamingSettings(suffix=(suffix if suffix is not None else "_x{scale}").replace("{scale}", f"{final_scale:g}"),
-                      image_format=image_format.value if image_format else None)
-    plan = plan_jobs(inputs, output, rule, recursive, overwrite, skip_existing or (resume and not overwrite))
+    target = target_from_options(fit, fill, width, height, outscale)
+    preset_name = preset.value if preset else None
+    piped = pipes.uses_pipes(inputs, output)
+    if piped:
+        pipes.check_pipe_inputs(inputs)
+    auto_scale = targets.auto_scaled(model, weights_file, scale, target)
+    card = None if auto_scale or piped else resolve_card(model, preset_name, weights_file, scale)
+    suffix_text = suffix if suffix is not None else (target.label if target else "_x{scale}")
+    rule = NamingSettings(suffix=suffix_text.replace("{scale}", f"{outscale or card.scale:g}" if card else ""),
+                          image_format=image_format.value if image_format else None)
+    plan = None if piped else plan_jobs(
+        inputs, output, rule, recursive, overwrite, skip_existing or (resume and not overwrite))
 
     from ..media.metadata import MetadataPolicy
     from ..media.video import VideoEncodeSettings
@@ -87,6 +102,7 @@ def upscale(
     from ..pipeline.limits import PixelLimits
     from ..pipeline.loading import EngineSettings, load_pool
     from ..pipeline.run import run_jobs
+    from ..pipeline.sizing import stored_size
     from ..pipeline.video import VideoSettings
 
     engine_settings = EngineSettings(device=device, precision=precision.value, tile=tile, batch=batch, tta=tta,
@@ -94,8 +110,15 @@ def upscale(
     limits = _pixel_limits(max_input_megapixels, max_output_megapixels, PixelLimits)
     settings = OutputSettings(image_format=rule.image_format, quality=quality, outscale=outscale, overwrite=overwrite,
                               skip_existing=skip_existing, limits=limits,
-                              metadata=MetadataPolicy(strip_metadata, strip_icc, to_srgb))
+                              metadata=MetadataPolicy(strip_metadata, strip_icc, to_srgb), target=target)
     debug = bool((ctx.find_root().obj or {}).get("debug"))
+    if plan is None:
+        pipes.run_pipe(pipes.PipeRun(inputs[0], output, pipe.value, model, preset_name, weights_file, scale,
+                                     rule.image_format, quiet, as_json, debug), engine_settings, settings, target)
+        return
+    if card is None:
+        card = targets.card_for_sizes(preset_name, target, [stored_size(job.source, job.kind == "video")
+                                                            for job in plan.jobs])
     with RichReporter(quiet=quiet, debug=debug) as reporter:
         pool = load_pool(card, engine_settings, reporter, weights_path=weights_file)
         for note in pool.notes:

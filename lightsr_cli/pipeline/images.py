@@ -8,6 +8,7 @@ in a note (the run says each note once).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from .. import fs
 from ..engine import Engine
@@ -15,8 +16,9 @@ from ..media import animation, images, metadata
 from ..media.metadata import MetadataPolicy
 from ..progress import Reporter
 from .jobs import Job
-from .limits import PixelLimits, check_input, check_output, output_size
+from .limits import PixelLimits, check_input, check_output
 from .pixels import upscale_frames
+from .sizing import TargetSize, result_size
 
 _ANIMATED_FORMATS = {"gif", "webp", "png"}
 
@@ -32,6 +34,8 @@ class OutputSettings:
     """An output finished (or being written) by another run meanwhile counts as skipped, not failed."""
     limits: PixelLimits = field(default_factory=PixelLimits)
     metadata: MetadataPolicy = field(default_factory=MetadataPolicy)
+    target: TargetSize | None = None
+    """An exact final size (--fit, --fill, --width, --height) instead of a factor; excludes ``outscale``."""
 
 
 def run_image_job(engine: Engine, job: Job, output: OutputSettings, reporter: Reporter) -> tuple[float, float]:
@@ -44,27 +48,38 @@ def run_image_job(engine: Engine, job: Job, output: OutputSettings, reporter: Re
         if not output.overwrite and job.target.exists():
             raise fs.output_exists_error(job.target)
         data = images.read_image_bytes(job.source)
-        size = images.claimed_size(data, job.source)
-        if size is not None:
-            _check_sizes(engine, job, output, *size)
-        encoding = images.ImageEncodeSettings(images.image_format(job.target), output.quality,
-                                              output.metadata.to_srgb)
-        picture = _what_the_format_holds(images.decode_picture(data, job.source), encoding.format)
-        for note in picture.notes:
-            reporter.note(note)
-        for frame in picture.frames:
-            _check_sizes(engine, job, output, frame.shape[1], frame.shape[0])
-        results = upscale_frames(engine, picture.frames, reporter)
-        results = [_resized(engine, output, frame, result)
-                   for frame, result in zip(picture.frames, results, strict=True)]
-        kept = tuple(metadata.for_output(carried, output.metadata) for carried in picture.metadata)
-        result = replace(picture, frames=tuple(results), metadata=kept)
-        for note in animation.picture_losses(result, encoding):
-            reporter.note(f"note: {note}")
-        fs.write_bytes(job.target, animation.encode_picture(result, encoding), overwrite=output.overwrite)
+        encoded, megapixels = upscale_image_data(engine, data, job.source, images.image_format(job.target),
+                                                 output, reporter)
+        fs.write_bytes(job.target, encoded, overwrite=output.overwrite)
+    return megapixels
+
+
+def upscale_image_data(engine: Engine, data: bytes, source: Path, image_format: str, output: OutputSettings,
+                       reporter: Reporter) -> tuple[bytes, tuple[float, float]]:
+    """An image file's bytes upscaled into ``image_format``'s bytes, and (megapixels in, megapixels out).
+
+    ``source`` names the input in messages (a file, or ``stdin``). Sizes are checked from the
+    header before decoding, and again per decoded frame.
+    """
+    size = images.claimed_size(data, source)
+    if size is not None:
+        _check_sizes(engine, source, output, *size)
+    encoding = images.ImageEncodeSettings(image_format, output.quality, output.metadata.to_srgb)
+    picture = _what_the_format_holds(images.decode_picture(data, source), encoding.format)
+    for note in picture.notes:
+        reporter.note(note)
+    for frame in picture.frames:
+        _check_sizes(engine, source, output, frame.shape[1], frame.shape[0])
+    results = upscale_frames(engine, picture.frames, reporter)
+    results = [_resized(engine, output, frame, result) for frame, result in zip(picture.frames, results, strict=True)]
+    kept = tuple(metadata.for_output(carried, output.metadata) for carried in picture.metadata)
+    result = replace(picture, frames=tuple(results), metadata=kept)
+    for note in animation.picture_losses(result, encoding):
+        reporter.note(f"note: {note}")
+    encoded = animation.encode_picture(result, encoding)
     pixels_in = sum(frame.shape[0] * frame.shape[1] for frame in picture.frames)
     pixels_out = sum(frame.shape[0] * frame.shape[1] for frame in results)
-    return pixels_in / 1e6, pixels_out / 1e6
+    return encoded, (pixels_in / 1e6, pixels_out / 1e6)
 
 
 def _what_the_format_holds(picture: images.Picture, image_format: str) -> images.Picture:
@@ -79,11 +94,14 @@ def _what_the_format_holds(picture: images.Picture, image_format: str) -> images
 
 
 def _resized(engine: Engine, output: OutputSettings, frame, result):
-    if output.outscale and output.outscale != engine.scale:
-        return images.resize(result, *output_size(frame.shape[1], frame.shape[0], engine.scale, output.outscale))
+    """The network's result at the final size (--outscale or a target size): Lanczos up, area down."""
+    size = result_size(frame.shape[1], frame.shape[0], engine.scale, output.outscale, output.target)
+    if size != (result.shape[1], result.shape[0]):
+        return images.resize(result, *size)
     return result
 
 
-def _check_sizes(engine: Engine, job: Job, output: OutputSettings, width: int, height: int) -> None:
-    check_input(job.source.name, width, height, output.limits)
-    check_output(job.source.name, width, height, engine.scale, output.outscale, output.limits)
+def _check_sizes(engine: Engine, source: Path, output: OutputSettings, width: int, height: int) -> None:
+    check_input(source.name, width, height, output.limits)
+    final = result_size(width, height, engine.scale, output.outscale, output.target) if output.target else None
+    check_output(source.name, width, height, engine.scale, output.outscale, output.limits, final)

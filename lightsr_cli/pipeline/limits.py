@@ -44,15 +44,20 @@ def output_size(width: int, height: int, scale: int, outscale: float | None) -> 
     return width * scale, height * scale
 
 
-def check_output(name: str, width: int, height: int, scale: int, outscale: float | None, limits: PixelLimits) -> None:
-    """Refuse a job whose result (or the network's output before --outscale resizes it) exceeds the limit."""
-    final_w, final_h = output_size(width, height, scale, outscale)
+def check_output(name: str, width: int, height: int, scale: int, outscale: float | None, limits: PixelLimits,
+                 final: tuple[int, int] | None = None) -> None:
+    """Refuse a job whose result (or the network's output before --outscale resizes it) exceeds the limit.
+
+    ``final`` is the result's size when a target size (--fit, --width, ...) sets it instead of --outscale.
+    """
+    final_w, final_h = final or output_size(width, height, scale, outscale)
     largest = max(final_w * final_h, width * scale * height * scale)
     size = largest / 1e6
     if size > limits.max_output_megapixels:
         needed = math.ceil(size)
         shown_w, shown_h = (final_w, final_h) if final_w * final_h == largest else (width * scale, height * scale)
-        smaller = "a smaller {--outscale}" if outscale and final_w * final_h == largest else "a smaller input"
+        resized = (outscale or final) and final_w * final_h == largest
+        smaller = ("a smaller target size" if final else "a smaller {--outscale}") if resized else "a smaller input"
         raise LimitError(f"upscaling {name} ({width}x{height}) gives {shown_w}x{shown_h} = {size:.1f} megapixels, "
                          f"above the output limit of {limits.max_output_megapixels:g} megapixels",
                          hint=f"the result alone takes about {largest * 3 / 1e9:.1f} GB of memory; use {smaller}, "

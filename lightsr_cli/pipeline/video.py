@@ -24,6 +24,7 @@ import shutil
 import threading
 import time
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ from .images import OutputSettings
 from .jobs import Job
 from .limits import check_input, check_output, output_size
 from .pixels import upscale_rgb
+from .sizing import chroma_subsampled, final_size
 
 _END = object()  # end-of-stream marker in the queues
 _POLL_SECONDS = 0.1
@@ -265,14 +267,21 @@ def _upscale_video(pool: EnginePool, job: Job, output: OutputSettings, settings:
     outscale = output.outscale
     engine = pool.primary  # every engine of the pool has the same settings
     info = video.probe_video(job.source)
-    check_input(f"each frame of {job.source.name}", info.width, info.height, output.limits)
-    check_output(f"each frame of {job.source.name}", info.width, info.height, engine.scale, outscale, output.limits)
     out_w, out_h = output_size(info.width, info.height, engine.scale, outscale)
     if outscale and outscale != engine.scale:
         out_w, out_h = max(2, out_w), max(2, out_h)
+    written = info
+    if output.target is not None:  # display pixels in, square samples out (sizing.py)
+        out_w, out_h = final_size(output.target, info.width, info.height, info.sample_aspect_ratio,
+                                  even=chroma_subsampled(settings.encode.pix_fmt))
+        written = dataclasses.replace(info, sample_aspect_ratio=Fraction(1)) if info.sample_aspect_ratio else info
+    check_input(f"each frame of {job.source.name}", info.width, info.height, output.limits)
+    check_output(f"each frame of {job.source.name}", info.width, info.height, engine.scale, outscale, output.limits,
+                 (out_w, out_h) if output.target else None)
     options = _even_safe_encode(settings.encode, out_w, out_h, info.bit_depth)
     per_segment = max(1, round(settings.segment_seconds * info.frame_rate))
-    parts = PartsFolder(job.target, _plan_of(job, info, pool, settings, outscale, per_segment))
+    plan = _plan_of(job, info, pool, settings, outscale, per_segment)
+    parts = PartsFolder(job.target, {**plan, "size": [out_w, out_h]} if output.target else plan)
     first_segment = parts.start(settings.resume)
     for each in pool.engines:  # every frame, on every device, cut the same way
         each.use_tile(info.height, info.width, parts.plan["tile"])
@@ -286,12 +295,12 @@ def _upscale_video(pool: EnginePool, job: Job, output: OutputSettings, settings:
     progress.advance(start_frame)
     reader = _Worker("lightsr-decode", lambda: _read_frames(info, start_frame, frames_queue, stop), stop)
     writer = _Worker("lightsr-encode", lambda: _write_segments(
-        parts, first_segment, per_segment, info.frame_count, info, options, results_queue, stop, progress), stop)
+        parts, first_segment, per_segment, info.frame_count, written, options, results_queue, stop, progress), stop)
     inference_seconds = 0.0
     try:
         reader.start()
         writer.start()
-        inference_seconds = _upscale_stream(pool, frames_queue, results_queue, stop, (out_w, out_h), outscale)
+        inference_seconds = _upscale_stream(pool, frames_queue, results_queue, stop, (out_w, out_h))
         writer.join()
         reader.join()
         for worker in (reader, writer):
@@ -299,7 +308,7 @@ def _upscale_video(pool: EnginePool, job: Job, output: OutputSettings, settings:
                 raise worker.error
         joined = parts.joined()
         video.concat_segments([parts.segment(i) for i in range(math.ceil(info.frame_count / per_segment))],
-                              info, joined)
+                              written, joined)
         _check_joined(joined, info, job.target)
         fs.place_file(joined, job.target, overwrite=output.overwrite)
         parts.remove()
@@ -352,7 +361,7 @@ def _frame_batches(frames_queue: queue.Queue, stop: threading.Event, size: int):
 
 
 def _upscale_stream(pool: EnginePool, frames_queue: queue.Queue, results_queue: queue.Queue,
-                    stop: threading.Event, size: tuple[int, int], outscale: float | None) -> float:
+                    stop: threading.Event, size: tuple[int, int]) -> float:
     """The calling thread's part: batches of frames through the engines, in order.
 
     Returns the inference seconds: the time the devices spent upscaling, divided by the number of
@@ -363,7 +372,7 @@ def _upscale_stream(pool: EnginePool, frames_queue: queue.Queue, results_queue: 
     def upscale_batch(engine: Engine, batch: list[np.ndarray]) -> list[np.ndarray]:
         started = time.perf_counter()
         results = list(upscale_rgb(engine, np.stack(batch)))
-        if outscale and outscale != engine.scale:
+        if results and (results[0].shape[1], results[0].shape[0]) != size:  # --outscale or a target size
             results = [images.resize(frame, *size) for frame in results]
         busy.append(time.perf_counter() - started)
         return results
