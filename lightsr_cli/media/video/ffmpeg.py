@@ -73,7 +73,8 @@ def default_pix_fmt(codec: str, source_bit_depth: int = 8) -> str:
     """
     if source_bit_depth > 8:
         supported = encoder_pix_fmts(codec)
-        for candidate in (f"yuv420p{min(source_bit_depth, 12)}le", "yuv420p10le"):
+        # p010le: what hardware encoders (NVENC, QSV, VideoToolbox) take for 10 bits.
+        for candidate in (f"yuv420p{min(source_bit_depth, 12)}le", "yuv420p10le", "p010le"):
             if candidate in supported:
                 return candidate
     return "yuv420p"
