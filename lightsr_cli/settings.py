@@ -45,6 +45,14 @@ def _megapixels(name: str, default: float) -> float:
     return value
 
 
+def ffmpeg_override() -> str | None:
+    """LIGHTSR_FFMPEG: the ffmpeg binary to use instead of the one imageio-ffmpeg ships (a path or a name on PATH)."""
+    return os.environ.get("LIGHTSR_FFMPEG", "").strip() or None
+
+
+FFMPEG_ENV = "LIGHTSR_FFMPEG"
+
+
 def read_settings() -> Settings:
     cache_env = os.environ.get("LIGHTSR_CACHE_DIR")
     if cache_env:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -9,6 +10,7 @@ import typer
 
 from ..checkpoints import resolve_card
 from ..errors import UsageError
+from ..settings import FFMPEG_ENV
 from . import options
 from .handling import handles_errors
 from .render import RichReporter, about, print_json, stderr
@@ -49,6 +51,9 @@ def upscale(
                                           rich_help_panel="Video"),
     ffmpeg_args: List[str] = typer.Option([], "--ffmpeg-arg", help="Extra ffmpeg output argument (repeat for several).",
                                           rich_help_panel="Video"),
+    ffmpeg_binary: Optional[str] = typer.Option(None, "--ffmpeg", metavar="PATH", help="Use this ffmpeg (7.0 or newer) "
+                                                "instead of the bundled one, e.g. for its hardware encoders (or set "
+                                                "LIGHTSR_FFMPEG).", rich_help_panel="Video"),
     segment_seconds: float = typer.Option(10.0, "--segment-seconds", min=0.01, help="Resume granularity for videos.",
                                           rich_help_panel="Video"),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted video from its last finished segment.",
@@ -82,13 +87,17 @@ def upscale(
     plan = plan_jobs(inputs, output, rule, recursive, overwrite, skip_existing or (resume and not overwrite))
 
     from ..media.metadata import MetadataPolicy
-    from ..media.video import VideoEncodeSettings
+    from ..media.video import VideoEncodeSettings, ffmpeg_exe
     from ..pipeline.images import OutputSettings
     from ..pipeline.limits import PixelLimits
     from ..pipeline.loading import EngineSettings, load_pool
     from ..pipeline.run import run_jobs
     from ..pipeline.video import VideoSettings
 
+    if ffmpeg_binary:
+        # The environment variable is how every ffmpeg call of this process (probe, decode, encode) finds it.
+        os.environ[FFMPEG_ENV] = ffmpeg_binary
+        ffmpeg_exe()  # checked now: a wrong path fails before any model is loaded
     engine_settings = EngineSettings(device=device, precision=precision.value, tile=tile, batch=batch, tta=tta,
                           compile=compile_network)
     limits = _pixel_limits(max_input_megapixels, max_output_megapixels, PixelLimits)

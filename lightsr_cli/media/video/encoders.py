@@ -64,7 +64,7 @@ def _start_failure(exe: str, codec: str) -> str | None:
                          "-frames:v", "1", "-c:v", codec, "-f", "null", "-"])
     if result.returncode == 0:
         return None
-    return error_tail(result.stderr, 2) or f"ffmpeg exited with status {result.returncode}"
+    return error_tail(result.stderr, 1) or f"ffmpeg exited with status {result.returncode}"
 
 
 def check_encoder(codec: str) -> None:

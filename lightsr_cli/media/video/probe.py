@@ -13,6 +13,7 @@ Width/height are the coded size (before any display rotation); the rotation is r
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass, field
@@ -74,14 +75,14 @@ class VideoInfo:
 
     @property
     def video_duration(self) -> float:
-        """Seconds covered by the video frames: exact from the timeline, else frame_count / frame_rate."""
-        if self.timeline is not None:
+        """Seconds covered by the video frames: frame_count / frame_rate, or from the times of a variable rate."""
+        if self.timeline is not None and not self.constant_rate:
             return float(self.timeline.duration)
         return float(self.frame_count / self.frame_rate)
 
-    @property
+    @functools.cached_property
     def constant_rate(self) -> bool:
-        """True when frame k is shown at first + k / frame_rate (or nothing else is known)."""
+        """True when frame k is shown at first + k / frame_rate (or nothing else is known); computed once."""
         return self.timeline is None or self.timeline.is_constant(self.frame_rate)
 
     def frame_time(self, index: int) -> Fraction:
