@@ -311,3 +311,41 @@ def test_ffmpeg_option_with_a_wrong_path_is_one_clear_error(tmp_path, monkeypatc
     assert result.exit_code == 1
     assert "error: the ffmpeg chosen by --ffmpeg" in result.stderr and "does not exist" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_hlg_keeps_its_transfer_at_ten_bits(tmp_path):
+    source = tmp_path / "hlg.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=0.2",
+           "-vf", "setparams=color_primaries=bt2020:color_trc=arib-std-b67:colorspace=bt2020nc:range=tv",
+           "-c:v", "libx265", "-pix_fmt", "yuv420p10le", "-x265-params", "log-level=error", str(source))
+    target = tmp_path / "hlg_x2.mkv"
+    upscale(source, target)  # libx264: 10-bit High 10, tags kept (HLG has no mastering metadata to lose)
+    result = video.probe_video(target)
+    assert result.bit_depth == 10
+    assert (result.colour.transfer, result.colour.primaries, result.colour.matrix) == \
+        ("arib-std-b67", "bt2020", "bt2020nc")
+
+
+def test_concat_durations_keep_every_segment_start_within_a_microsecond():
+    from lightsr_cli.media.video.timeline import concat_durations
+
+    starts = [Fraction(k * 1001 * 240, 24000) for k in range(2000)]  # 10 s segments of 24000/1001 fps, 5.5 h
+    placed = 0
+    for k, duration in enumerate(concat_durations(starts), start=1):
+        placed += duration
+        assert abs(Fraction(placed, 10**6) - (starts[k] - starts[0])) <= Fraction(1, 2 * 10**6)
+
+
+def test_discarded_packets_have_no_frame_time():
+    from lightsr_cli.media.video.timeline import parse_framecrc
+
+    listing = ("#tb 0: 1/1000\n"
+               "0,        -83,        -83,       41,      722, 0x8fc6f9ef, F=0x5\n"
+               "0,        -42,          0,       41,       14, 0x194504fc\n"
+               "0,          0,         83,       41,       17, 0x231f058b, F=0x0\n"
+               "0,         41,         41,       41,       75, 0xa9ee15e1, F=0x0\n")
+    count, timeline = parse_framecrc(listing)
+    assert count == 3 and timeline is not None
+    assert timeline.pts == (0, 41, 83) and timeline.end == 124 and timeline.time_base == Fraction(1, 1000)
+    assert timeline.is_constant(Fraction(24000, 1001))  # matroska's milliseconds of 24000/1001 fps
+    assert parse_framecrc(listing.replace("0,         41,         41", "0,         41,      NOPTS"))[1] is None

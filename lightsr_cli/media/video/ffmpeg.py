@@ -102,12 +102,14 @@ def default_pix_fmt(codec: str, source_bit_depth: int = 8) -> str:
     them, so an upscale of a 10-bit video is not squashed to 8 bits. (The bundled libx264 is a
     multi-depth build, so even H.264 keeps 10 bits; players must support High 10 then.)
     """
+    supported = encoder_pix_fmts(codec)
     if source_bit_depth > 8:
-        supported = encoder_pix_fmts(codec)
         # p010le: what hardware encoders (NVENC, QSV, VideoToolbox) take for 10 bits.
         for candidate in (f"yuv420p{min(source_bit_depth, 12)}le", "yuv420p10le", "p010le"):
             if candidate in supported:
                 return candidate
+    if supported and "yuv420p" not in supported and "nv12" in supported:
+        return "nv12"  # the same 4:2:0 8-bit pictures, as QSV and VAAPI-style encoders take them
     return "yuv420p"
 
 
