@@ -308,6 +308,7 @@ def test_ffmpeg_option_with_a_wrong_path_is_one_clear_error(tmp_path, monkeypatc
     image = tmp_path / "a.png"
     image.write_bytes(b"")
     result = CliRunner().invoke(app, ["upscale", str(image), "--ffmpeg", str(tmp_path / "nope"), "--device", "cpu"])
+    assert "LIGHTSR_FFMPEG" not in os.environ  # the option holds for that run only
     assert result.exit_code == 1
     assert "error: the ffmpeg chosen by --ffmpeg" in result.stderr and "does not exist" in result.stderr
     assert "Traceback" not in result.stderr

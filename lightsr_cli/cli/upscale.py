@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -10,7 +9,7 @@ import typer
 
 from ..checkpoints import resolve_card
 from ..errors import UsageError
-from ..settings import FFMPEG_ENV
+from ..settings import ffmpeg_for_this_run
 from . import options
 from .handling import handles_errors
 from .render import RichReporter, about, print_json, stderr
@@ -94,10 +93,6 @@ def upscale(
     from ..pipeline.run import run_jobs
     from ..pipeline.video import VideoSettings
 
-    if ffmpeg_binary:
-        # The environment variable is how every ffmpeg call of this process (probe, decode, encode) finds it.
-        os.environ[FFMPEG_ENV] = ffmpeg_binary
-        ffmpeg_exe()  # checked now: a wrong path fails before any model is loaded
     engine_settings = EngineSettings(device=device, precision=precision.value, tile=tile, batch=batch, tta=tta,
                           compile=compile_network)
     limits = _pixel_limits(max_input_megapixels, max_output_megapixels, PixelLimits)
@@ -105,7 +100,9 @@ def upscale(
                               skip_existing=skip_existing, limits=limits,
                               metadata=MetadataPolicy(strip_metadata, strip_icc, to_srgb))
     debug = bool((ctx.find_root().obj or {}).get("debug"))
-    with RichReporter(quiet=quiet, debug=debug) as reporter:
+    with ffmpeg_for_this_run(ffmpeg_binary), RichReporter(quiet=quiet, debug=debug) as reporter:
+        if ffmpeg_binary:
+            ffmpeg_exe()  # checked now: a wrong path fails before any model is loaded
         pool = load_pool(card, engine_settings, reporter, weights_path=weights_file)
         for note in pool.notes:
             reporter.note(f"note: {note}")

@@ -173,9 +173,7 @@ class FrameWriter:
             command = self._command(frame.shape[0], frame.shape[1], frame.dtype == np.uint16)
             self._proc = subprocess.Popen(command, stdin=subprocess.PIPE,  # noqa: S603 - our ffmpeg argument list
                                           stdout=subprocess.DEVNULL, stderr=self._stderr)
-            if self.timestamps is not None and self.time_base is not None and self._proc.stdin is not None:
-                self._timed = TimedRawPipe(self._proc.stdin, frame.shape[1], frame.shape[0],
-                                           frame.dtype == np.uint16, self.time_base)
+
         elif frame.shape != self._shape or frame.dtype != self._dtype:
             raise ValueError(f"frame {self.frames_written} is {frame.shape} {frame.dtype}, "
                              f"earlier frames were {self._shape} {self._dtype}")
@@ -183,7 +181,7 @@ class FrameWriter:
             raise RuntimeError("ffmpeg's stdin is not a pipe")
         data = np.ascontiguousarray(frame, dtype=frame.dtype.newbyteorder("<"))
         try:
-            if self._timed is not None:
+            if self.timestamps is not None:
                 self._write_timed(data)
             else:
                 self._proc.stdin.write(memoryview(data).cast("B"))
@@ -192,8 +190,11 @@ class FrameWriter:
         self.frames_written += 1
 
     def _write_timed(self, data: np.ndarray) -> None:
-        if self._timed is None or self.timestamps is None:  # never: only called on the timed path
-            raise RuntimeError("no timed pipe")
+        if self.timestamps is None or self.time_base is None or self._proc is None or self._proc.stdin is None:
+            raise RuntimeError("no timed pipe")  # never: only called on the timed path, after ffmpeg started
+        if self._timed is None:  # here, so that a pipe ffmpeg already closed is reported like any other
+            self._timed = TimedRawPipe(self._proc.stdin, data.shape[1], data.shape[0], data.dtype == np.uint16,
+                                       self.time_base)
         index = self.frames_written
         if index >= len(self.timestamps):
             raise ValueError(f"frame {index} has no timestamp ({len(self.timestamps)} were given)")
@@ -245,6 +246,10 @@ class FrameWriter:
             if self._proc.poll() is None:
                 self._proc.kill()
             self._proc.wait()
+            if self._timed is not None:  # its trailer goes nowhere: ffmpeg is gone
+                with contextlib.suppress(Exception):
+                    self._timed.close()
+                self._timed = None
             if self._proc.stdin is not None:
                 with contextlib.suppress(BrokenPipeError, OSError):
                     self._proc.stdin.close()
