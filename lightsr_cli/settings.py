@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +51,32 @@ def _megapixels(name: str, default: float) -> float:
     if not value > 0:
         raise UsageError(f"{name}={text} is not a positive number of megapixels", hint=f"e.g. {name}={default:g}")
     return value
+
+
+def ffmpeg_override() -> str | None:
+    """LIGHTSR_FFMPEG: the ffmpeg binary to use instead of the one imageio-ffmpeg ships (a path or a name on PATH)."""
+    return os.environ.get("LIGHTSR_FFMPEG", "").strip() or None
+
+
+FFMPEG_ENV = "LIGHTSR_FFMPEG"
+
+
+@contextlib.contextmanager
+def ffmpeg_for_this_run(path: str | None) -> Iterator[None]:
+    """LIGHTSR_FFMPEG set to ``path`` (``--ffmpeg``) while the block runs, so that every ffmpeg call of the run
+    finds it; the previous value is restored after. None: nothing changes."""
+    if not path:
+        yield
+        return
+    previous = os.environ.get(FFMPEG_ENV)
+    os.environ[FFMPEG_ENV] = path
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(FFMPEG_ENV, None)
+        else:
+            os.environ[FFMPEG_ENV] = previous
 
 
 def read_settings() -> Settings:

@@ -151,7 +151,7 @@ def test_a_joined_video_missing_frames_never_reaches_the_target(tmp_path, monkey
     clip = make_clip(tmp_path / "clip.mkv")
     job = Job(clip, tmp_path / "clip_x2.mkv", MediaKind.VIDEO)
     join = video.concat_segments
-    monkeypatch.setattr(video, "concat_segments", lambda segments, info, out: join(segments[:1], info, out))
+    monkeypatch.setattr(video, "concat_segments", lambda segments, info, out, **_: join(segments[:1], info, out))
     with pytest.raises(VideoEncodeError, match="6 frames .* the source 12"):
         run_video_job(toy_pool(), job, OutputSettings(), VideoSettings(segment_seconds=1), Recorder())
     assert not job.target.exists()
@@ -514,7 +514,7 @@ def test_out_of_memory_on_the_cpu_does_not_suggest_the_cpu():
 def test_a_failed_video_says_where_its_finished_segments_are(tmp_path, monkeypatch):
     job = Job(make_clip(tmp_path / "clip.mkv"), tmp_path / "clip_x2.mkv", MediaKind.VIDEO)
 
-    def disk_full(segments, info, out):
+    def disk_full(segments, info, out, **_):
         raise VideoEncodeError("joining failed: No space left on device")
 
     monkeypatch.setattr(video, "concat_segments", disk_full)

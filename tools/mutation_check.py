@@ -108,6 +108,13 @@ MUTANTS = [
            "video.concat_segments([parts.segment(i) for i in\n"
            "                       reversed(range(math.ceil(info.frame_count / per_segment)))]",
            (f"{GAPS}::test_resume_reuses_finished_segments",)),
+    Mutant("vfr-times-dropped", "variable-rate frames are encoded at a constant rate (issue 11 item 4)",
+           "timing = video.segment_timing(info, video.segment_frame_range(index, per_segment, total))",
+           "timing = None",
+           ("tests/test_video_timing.py::test_variable_frame_rate_keeps_every_frame_time",)),
+    Mutant("hdr-side-data-dropped", "HDR10 mastering display / MaxCLL not given to the encoder",
+           "source.hdr if source is not None else None), *self._copy_args]", "None), *self._copy_args]",
+           ("tests/test_video_timing.py::test_hdr10_keeps_transfer_primaries_and_side_data_at_ten_bits",)),
     Mutant("resume-plan-ignores-tta", "a resume with other settings (--tta) reuses the old segments",
            '"precision": engine.precision, "tta": engine.tta,', '"precision": engine.precision,',
            ("tests/test_video_pipeline.py", "tests/test_device_pool.py",

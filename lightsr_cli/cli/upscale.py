@@ -9,6 +9,7 @@ import typer
 
 from ..checkpoints import resolve_card
 from ..errors import UsageError
+from ..settings import ffmpeg_for_this_run
 from . import options, pipes, targets
 from .handling import handles_errors
 from .render import RichReporter, about, print_json, stderr
@@ -56,6 +57,9 @@ def upscale(
                                           rich_help_panel="Video"),
     ffmpeg_args: List[str] = typer.Option([], "--ffmpeg-arg", help="Extra ffmpeg output argument (repeat for several).",
                                           rich_help_panel="Video"),
+    ffmpeg_binary: Optional[str] = typer.Option(None, "--ffmpeg", metavar="PATH", help="Use this ffmpeg (7.0 or newer) "
+                                                "instead of the bundled one, e.g. for its hardware encoders (or set "
+                                                "LIGHTSR_FFMPEG).", rich_help_panel="Video"),
     segment_seconds: float = typer.Option(10.0, "--segment-seconds", min=0.01, help="Resume granularity for videos.",
                                           rich_help_panel="Video"),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted video from its last finished segment.",
@@ -97,7 +101,7 @@ def upscale(
         inputs, output, rule, recursive, overwrite, skip_existing or (resume and not overwrite))
 
     from ..media.metadata import MetadataPolicy
-    from ..media.video import VideoEncodeSettings
+    from ..media.video import VideoEncodeSettings, ffmpeg_exe
     from ..pipeline.images import OutputSettings
     from ..pipeline.limits import PixelLimits
     from ..pipeline.loading import EngineSettings, load_pool
@@ -113,13 +117,16 @@ def upscale(
                               metadata=MetadataPolicy(strip_metadata, strip_icc, to_srgb), target=target)
     debug = bool((ctx.find_root().obj or {}).get("debug"))
     if plan is None:
-        pipes.run_pipe(pipes.PipeRun(inputs[0], output, pipe.value, model, preset_name, weights_file, scale,
-                                     rule.image_format, quiet, as_json, debug), engine_settings, settings, target)
+        with ffmpeg_for_this_run(ffmpeg_binary):
+            pipes.run_pipe(pipes.PipeRun(inputs[0], output, pipe.value, model, preset_name, weights_file, scale,
+                                         rule.image_format, quiet, as_json, debug), engine_settings, settings, target)
         return
     if card is None:
         card = targets.card_for_sizes(preset_name, target, [stored_size(job.source, job.kind == "video")
                                                             for job in plan.jobs])
-    with RichReporter(quiet=quiet, debug=debug) as reporter:
+    with ffmpeg_for_this_run(ffmpeg_binary), RichReporter(quiet=quiet, debug=debug) as reporter:
+        if ffmpeg_binary:
+            ffmpeg_exe()  # checked now: a wrong path fails before any model is loaded
         pool = load_pool(card, engine_settings, reporter, weights_path=weights_file)
         for note in pool.notes:
             reporter.note(f"note: {note}")

@@ -114,11 +114,16 @@ class PartsFolder:
             raise OutputError(f"cannot write beside {self.folder.parent}: {error.strerror or error}") from None
         return 0
 
-    def write_segment(self, index: int, frames, frame_rate, options, source) -> float:
-        """Encode frames into segment ``index`` (temp name, renamed when complete); returns encode seconds."""
+    def write_segment(self, index: int, frames, frame_rate, options, source, timing=None) -> float:
+        """Encode frames into segment ``index`` (temp name, renamed when complete); returns encode seconds.
+
+        ``timing``: (pts, time base, end) of a variable-rate segment's frames (video.segment_timing).
+        """
         partial = self._partial(index)
         seconds = 0.0
-        with video.FrameWriter(partial, frame_rate, options=options, source=source, copy_streams=False) as writer:
+        timestamps, time_base, end = timing or (None, None, None)
+        with video.FrameWriter(partial, frame_rate, options=options, source=source, copy_streams=False,
+                               timestamps=timestamps, time_base=time_base, end=end) as writer:
             for frame in frames:
                 started = time.perf_counter()
                 writer.write(frame)
@@ -221,7 +226,8 @@ def _write_segments(parts: PartsFolder, first_segment: int, per_segment: int, to
                 yield frame
                 progress.advance()
 
-        seconds += parts.write_segment(index, frames_of_segment(), info.frame_rate, options, info)
+        timing = video.segment_timing(info, video.segment_frame_range(index, per_segment, total))
+        seconds += parts.write_segment(index, frames_of_segment(), info.frame_rate, options, info, timing)
     return seconds
 
 
@@ -253,7 +259,13 @@ def run_video_job(pool: EnginePool, job: Job, output: OutputSettings, settings: 
 def _check_joined(joined: Path, info: video.VideoInfo, target: Path) -> None:
     """The joined file must hold every frame of the source at its rate, or it never reaches the target."""
     result = video.probe_video(joined)
-    if result.frame_count != info.frame_count or result.frame_rate != info.frame_rate:
+    timing = video.timing_problem(info, result, target.suffix)
+    if timing is not None:
+        joined.unlink(missing_ok=True)
+        raise VideoEncodeError(f"the joined video for {target.name} does not keep the source's timing: {timing}; "
+                               "nothing was written to the target", hint="run again without {--resume}")
+    same_rate = result.frame_rate == info.frame_rate or not info.constant_rate
+    if result.frame_count != info.frame_count or not same_rate:
         joined.unlink(missing_ok=True)
         raise VideoEncodeError(f"the joined video for {target.name} has {result.frame_count} frames at "
                                f"{result.frame_rate} fps, the source {info.frame_count} at {info.frame_rate} fps; "
@@ -279,6 +291,9 @@ def _upscale_video(pool: EnginePool, job: Job, output: OutputSettings, settings:
     check_output(f"each frame of {job.source.name}", info.width, info.height, engine.scale, outscale, output.limits,
                  (out_w, out_h) if output.target else None)
     options = _even_safe_encode(settings.encode, out_w, out_h, info.bit_depth)
+    video.check_encoder(options.codec)
+    for warning in video.timing_warnings(info, job.target) + video.hdr_warnings(options.codec, info.hdr):
+        reporter.note(f"warning: {warning}")
     per_segment = max(1, round(settings.segment_seconds * info.frame_rate))
     plan = _plan_of(job, info, pool, settings, outscale, per_segment)
     parts = PartsFolder(job.target, {**plan, "size": [out_w, out_h]} if output.target else plan)
@@ -308,7 +323,7 @@ def _upscale_video(pool: EnginePool, job: Job, output: OutputSettings, settings:
                 raise worker.error
         joined = parts.joined()
         video.concat_segments([parts.segment(i) for i in range(math.ceil(info.frame_count / per_segment))],
-                              written, joined)
+                              written, joined, frames_per_segment=per_segment)
         _check_joined(joined, info, job.target)
         fs.place_file(joined, job.target, overwrite=output.overwrite)
         parts.remove()

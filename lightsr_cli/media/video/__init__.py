@@ -10,15 +10,20 @@ the display rotation is carried as metadata from source to output instead.
 
 Modules: :mod:`.ffmpeg` (the binary, pixel formats, log reading), :mod:`.probe` (what a file holds),
 :mod:`.reader` (decoding), :mod:`.writer` (encoding) with :mod:`.streams` (which streams are copied),
-and :mod:`.segments` (resume segments and joining them). Errors live in :mod:`lightsr_cli.errors`.
+:mod:`.encoders` (which encoders exist and start, their options), :mod:`.timeline` (each frame's time)
+with :mod:`.timed_pipe` (frames sent with their times), :mod:`.hdr` (HDR10 side data),
+and :mod:`.segments` (resume segments, joining them, checking the timing). Errors live in :mod:`lightsr_cli.errors`.
 """
 
 from __future__ import annotations
 
+from .encoders import check_encoder, is_hardware, usual_encoders, video_encoders
 from .ffmpeg import default_pix_fmt, encoder_pix_fmts, ffmpeg_exe, pix_fmt_bit_depth
+from .hdr import HdrMetadata, hdr_warnings
 from .probe import VIDEO_EXTENSIONS, ColourTags, StreamInfo, VideoInfo, count_frames, is_video_path, probe_video
 from .reader import FrameReader
-from .segments import concat_segments, segment_frame_range
+from .segments import concat_segments, segment_frame_range, segment_timing, timing_problem, timing_warnings
+from .timeline import Timeline
 from .writer import FrameWriter, VideoEncodeSettings
 
 __all__ = [
@@ -26,16 +31,26 @@ __all__ = [
     "ColourTags",
     "FrameReader",
     "FrameWriter",
+    "HdrMetadata",
     "StreamInfo",
+    "Timeline",
     "VideoEncodeSettings",
     "VideoInfo",
+    "check_encoder",
     "concat_segments",
     "count_frames",
     "default_pix_fmt",
     "encoder_pix_fmts",
+    "hdr_warnings",
     "ffmpeg_exe",
+    "is_hardware",
     "is_video_path",
     "pix_fmt_bit_depth",
     "probe_video",
     "segment_frame_range",
+    "segment_timing",
+    "timing_problem",
+    "timing_warnings",
+    "usual_encoders",
+    "video_encoders",
 ]

@@ -10,19 +10,50 @@ from __future__ import annotations
 
 import functools
 import re
+import shutil
 import subprocess
 from collections.abc import Sequence
 
 from ...errors import VideoError
+from ...settings import FFMPEG_ENV, ffmpeg_override
+
+MIN_FFMPEG = (7, 0)  # -fps_mode, -enc_time_base demux, -display_rotation, frame side data to encoders
 
 
 def ffmpeg_exe() -> str:
-    """Path of the ffmpeg binary bundled with imageio-ffmpeg."""
+    """The ffmpeg binary: LIGHTSR_FFMPEG ({--ffmpeg PATH}) when set and usable, else imageio-ffmpeg's."""
+    chosen = ffmpeg_override()
+    if chosen:
+        return checked_ffmpeg(chosen)
     try:
         import imageio_ffmpeg
     except ImportError as exc:  # pragma: no cover - a declared dependency
         raise VideoError("video support needs the imageio-ffmpeg package", hint="pip install imageio-ffmpeg") from exc
     return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@functools.lru_cache(maxsize=8)
+def checked_ffmpeg(path: str) -> str:
+    """``path`` (or a name on PATH) resolved, once it runs and is ffmpeg 7.0 or newer; else VideoError."""
+    found = shutil.which(path)
+    where = f"the ffmpeg chosen by {{--ffmpeg}} / {FFMPEG_ENV} ({path})"
+    if found is None:
+        raise VideoError(f"{where} does not exist or is not executable",
+                         hint="give the full path of an ffmpeg binary, or unset it to use the bundled one")
+    try:
+        result = subprocess.run([found, "-hide_banner", "-version"], capture_output=True,  # noqa: S603 - the user's ffmpeg
+                                check=False, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise VideoError(f"{where} does not run: {error}") from None
+    text = result.stdout.decode("utf-8", "replace")
+    match = re.search(r"ffmpeg version (?:n)?(\d+)\.(\d+)", text)
+    if result.returncode != 0 or not text.startswith("ffmpeg version"):
+        said = text.splitlines()[0] if text.strip() else "nothing"
+        raise VideoError(f"{where} is not ffmpeg: `{path} -version` says {said!r}")
+    if match and (int(match.group(1)), int(match.group(2))) < MIN_FFMPEG:
+        raise VideoError(f"{where} is version {match.group(1)}.{match.group(2)}; lightsr needs "
+                         f"{MIN_FFMPEG[0]}.{MIN_FFMPEG[1]} or newer", hint="update it, or unset it to use the bundled one")
+    return found  # no number: a build from git (N-12345-g...), as new as it gets
 
 
 def run_ffmpeg(args: Sequence[str]) -> subprocess.CompletedProcess[bytes]:
@@ -71,11 +102,14 @@ def default_pix_fmt(codec: str, source_bit_depth: int = 8) -> str:
     them, so an upscale of a 10-bit video is not squashed to 8 bits. (The bundled libx264 is a
     multi-depth build, so even H.264 keeps 10 bits; players must support High 10 then.)
     """
+    supported = encoder_pix_fmts(codec)
     if source_bit_depth > 8:
-        supported = encoder_pix_fmts(codec)
-        for candidate in (f"yuv420p{min(source_bit_depth, 12)}le", "yuv420p10le"):
+        # p010le: what hardware encoders (NVENC, QSV, VideoToolbox) take for 10 bits.
+        for candidate in (f"yuv420p{min(source_bit_depth, 12)}le", "yuv420p10le", "p010le"):
             if candidate in supported:
                 return candidate
+    if supported and "yuv420p" not in supported and "nv12" in supported:
+        return "nv12"  # the same 4:2:0 8-bit pictures, as QSV and VAAPI-style encoders take them
     return "yuv420p"
 
 

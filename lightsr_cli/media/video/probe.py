@@ -13,6 +13,7 @@ Width/height are the coded size (before any display rotation); the rotation is r
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from pathlib import Path
 
 from ...errors import CorruptVideoError, EmptyVideoError, NoVideoStreamError, VideoNotFoundError
 from .ffmpeg import corruption_in, error_tail, first_error_line, pix_fmt_bit_depth, pix_fmt_table, run_ffmpeg
+from .hdr import HdrMetadata, parse_side_data
+from .timeline import Timeline, parse_framecrc
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v"})
 
@@ -67,11 +70,29 @@ class VideoInfo:
     colour: ColourTags
     sample_aspect_ratio: Fraction | None
     other_streams: tuple[StreamInfo, ...] = field(default=())
+    timeline: Timeline | None = None  # each frame's time; None: unknown (then frame k is at k / frame_rate)
+    hdr: HdrMetadata | None = None  # mastering display / content light level of an HDR source
 
     @property
     def video_duration(self) -> float:
-        """Seconds covered by the video frames: frame_count / frame_rate."""
+        """Seconds covered by the video frames: frame_count / frame_rate, or from the times of a variable rate."""
+        if self.timeline is not None and not self.constant_rate:
+            return float(self.timeline.duration)
         return float(self.frame_count / self.frame_rate)
+
+    @functools.cached_property
+    def constant_rate(self) -> bool:
+        """True when frame k is shown at first + k / frame_rate (or nothing else is known); computed once."""
+        return self.timeline is None or self.timeline.is_constant(self.frame_rate)
+
+    def frame_time(self, index: int) -> Fraction:
+        """Seconds at which frame ``index`` is shown (``index == frame_count``: the end of the last frame)."""
+        first = self.timeline.first if self.timeline is not None else Fraction(0)
+        if self.constant_rate or self.timeline is None:
+            return first + index / self.frame_rate
+        if index == len(self.timeline.pts):
+            return self.timeline.end * self.timeline.time_base
+        return self.timeline.pts[index] * self.timeline.time_base
 
 
 # One stream line of `ffmpeg -i`, e.g.
@@ -80,6 +101,7 @@ _STREAM_LINE = re.compile(
     r"^(?P<indent>\s*)Stream #0:(?P<index>\d+)(?:\[[^\]]*\])?(?:\((?P<lang>[^)]*)\))?"
     r":\s*(?P<kind>Video|Audio|Subtitle|Data|Attachment):\s*(?P<rest>.*)$"
 )
+_START_TIME = re.compile(r"Duration:.*?, start: (-?\d+(?:\.\d+)?)")
 _DURATION_LINE = re.compile(r"Duration:\s*(?:(\d+):(\d+):(\d+(?:\.\d+)?)|N/A)")
 # "Display Matrix: rotation of -90.00 degrees" (ffmpeg >= 6: "Display Matrix", older: "displaymatrix").
 _DISPLAY_MATRIX = re.compile(r"display\s*matrix:\s*rotation of\s*(-?\d+(?:\.\d+)?)\s*degrees", re.IGNORECASE)
@@ -179,30 +201,19 @@ def _codec_of(rest: str) -> str:
     return match.group(1) if match else "unknown"
 
 
-_PACKET_DISCARD = 0x4  # AV_PKT_FLAG_DISCARD: demuxed but dropped after decoding (mp4 edit lists)
+def _count_packets(path: Path, stream_index: int, start_time: Fraction) -> tuple[int | None, Timeline | None, str]:
+    """The frames a decoder will output for one stream and their times, from its packets without decoding.
 
-
-def _count_packets(path: Path, stream_index: int) -> tuple[int | None, str]:
-    """The frames a decoder will output for one stream, counted from its packets without decoding.
-
-    A stream copy to ffmpeg's framecrc muxer lists one line per packet with its flags ("F=0x5").
-    Every packet is one frame for the codecs we meet, except those flagged DISCARD: an mp4 cut
-    with an edit list keeps the frames before the cut point for decoding and drops them after.
-    Counting them too would promise frames the reader never yields. Returns (count, stderr).
+    A stream copy to ffmpeg's framecrc muxer lists one line per packet (see :func:`parse_framecrc`);
+    ``-copyts`` keeps the stored timestamps. Returns (count, timeline, stderr).
     """
-    result = run_ffmpeg(["-v", "error", "-i", str(path), "-map", f"0:{stream_index}", "-c", "copy",
+    result = run_ffmpeg(["-v", "error", "-i", str(path), "-map", f"0:{stream_index}", "-c", "copy", "-copyts",
                    "-f", "framecrc", "-"])
     stderr = result.stderr.decode("utf-8", "replace")
     if result.returncode != 0:
-        return None, stderr
-    count = 0
-    for line in result.stdout.decode("ascii", "replace").splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        flags = re.search(r"F=0x([0-9A-Fa-f]+)", line)  # absent: just the keyframe flag
-        if not (flags and int(flags.group(1), 16) & _PACKET_DISCARD):
-            count += 1
-    return count, stderr
+        return None, None, stderr
+    count, timeline = parse_framecrc(result.stdout.decode("ascii", "replace"), start_time)
+    return count, timeline, stderr
 
 
 def _exact_frame_rate(path: Path, stream_index: int) -> tuple[Fraction | None, str]:
@@ -213,6 +224,13 @@ def _exact_frame_rate(path: Path, stream_index: int) -> tuple[Fraction | None, s
     match = re.search(rb" F(\d+):(\d+)", header)
     rate = Fraction(int(match.group(1)), int(match.group(2))) if match and int(match.group(2)) else None
     return rate, result.stderr.decode("utf-8", "replace")
+
+
+def _hdr_side_data(path: Path, stream_index: int) -> HdrMetadata | None:
+    """Mastering display and content light level of the first frame (showinfo prints its side data)."""
+    result = run_ffmpeg(["-v", "info", "-noautorotate", "-i", str(path), "-map", f"0:{stream_index}",
+                         "-frames:v", "1", "-vf", "showinfo", "-f", "null", "-"])
+    return parse_side_data(result.stderr.decode("utf-8", "replace"))
 
 
 # Rates as ffmpeg prints them rounded ("23.98 fps"), for the fallback when the y4m header is missing.
@@ -240,6 +258,8 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
 
     header = run_ffmpeg(["-i", str(path)]).stderr.decode("utf-8", "replace")  # exits 1 (no output): expected
     blocks, duration = _parse_stream_blocks(header)
+    start_match = _START_TIME.search(header)
+    start_time = Fraction(start_match.group(1)) if start_match else Fraction(0)
     if not blocks:
         if "Input #0" in header:  # opened, but an empty container
             raise NoVideoStreamError(f"{path.name} holds no streams at all", hint="nothing to upscale")
@@ -265,7 +285,7 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
     sar_match = re.search(r"SAR (\d+):(\d+)", video.rest)
     sar = Fraction(int(sar_match.group(1)), int(sar_match.group(2))) if sar_match and int(sar_match.group(2)) else None
 
-    frame_count, count_log = _count_packets(path, video.index)
+    frame_count, timeline, count_log = _count_packets(path, video.index, start_time)
     if frame_count is None:
         raise CorruptVideoError(f"cannot read the video packets of {path.name}: {error_tail(count_log)}")
     if damage := corruption_in(count_log):
@@ -290,7 +310,8 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
         path=path, stream_index=video.index, codec=_codec_of(video.rest),
         width=int(size.group(1)), height=int(size.group(2)), frame_rate=frame_rate, frame_count=frame_count,
         duration=duration, pix_fmt=pix_fmt, bit_depth=pix_fmt_bit_depth(pix_fmt), rotation=_rotation_of(video),
-        colour=colour, sample_aspect_ratio=sar, other_streams=others,
+        colour=colour, sample_aspect_ratio=sar, other_streams=others, timeline=timeline,
+        hdr=_hdr_side_data(path, video.index) if pix_fmt_bit_depth(pix_fmt) > 8 else None,
     )
 
 

@@ -11,6 +11,7 @@ import contextlib
 import os
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -18,10 +19,13 @@ from typing import IO
 
 import numpy as np
 
-from ...errors import StreamCopyError, VideoEncodeError, VideoError
-from .ffmpeg import default_pix_fmt, error_tail, ffmpeg_exe
+from ...errors import StreamCopyError, VideoEncodeError
+from .encoders import encoder_args
+from .ffmpeg import default_pix_fmt, error_tail, ffmpeg_exe, pix_fmt_bit_depth
+from .hdr import HDR_TRANSFERS
 from .probe import ColourTags, VideoInfo
 from .streams import stream_copy_args
+from .timed_pipe import TimedRawPipe
 
 
 @dataclass(frozen=True)
@@ -35,35 +39,11 @@ class VideoEncodeSettings:
     extra_args: tuple[str, ...] = ()  # raw ffmpeg output options, appended last (they win)
 
 
-# codec -> (default crf, whether -preset means anything, arguments it always needs)
-_CODEC_DEFAULTS: dict[str, tuple[int | None, bool, tuple[str, ...]]] = {
-    "libx264": (18, True, ()),
-    "libx265": (20, True, ("-x265-params", "log-level=error")),
-    "libvpx-vp9": (24, False, ("-b:v", "0", "-row-mt", "1")),  # -b:v 0: crf alone = constant quality
-    "ffv1": (None, False, ("-level", "3", "-slicecrc", "1")),  # lossless: no crf
-}
-
 # scale's out_color_matrix accepts fewer names than the colorspace tag has.
 _SWSCALE_MATRIX = {"bt709": "bt709", "fcc": "fcc", "bt470bg": "bt601", "smpte170m": "smpte170m",
                    "smpte240m": "smpte240m", "bt2020nc": "bt2020", "bt2020c": "bt2020"}
 
 MP4_FAMILY = {".mp4", ".m4v", ".mov"}
-
-
-def _encoder_args(options: VideoEncodeSettings, pix_fmt: str) -> list[str]:
-    default_crf, has_preset, always = _CODEC_DEFAULTS.get(options.codec, (None, True, ()))
-    args = ["-c:v", options.codec, "-pix_fmt", pix_fmt, *always]
-    if options.crf is not None and options.codec in _CODEC_DEFAULTS and default_crf is None:
-        raise VideoError(f"{{--crf}} does not apply to {options.codec}", hint=f"{options.codec} is lossless")
-    crf = options.crf if options.crf is not None else default_crf
-    if crf is not None:
-        args += ["-crf", str(crf)]
-    if options.preset is not None:
-        if not has_preset:
-            raise VideoError(f"{{--video-preset}} does not apply to {options.codec}",
-                             hint="pass the encoder's own speed options as extra ffmpeg arguments")
-        args += ["-preset", options.preset]
-    return args
 
 
 def _colour_filters(colour: ColourTags) -> tuple[list[str], list[str]]:
@@ -81,6 +61,17 @@ def _colour_filters(colour: ColourTags) -> tuple[list[str], list[str]]:
     params = [f"{key}={value}" for key, value in (("colorspace", colour.matrix), ("range", colour.range),
               ("color_primaries", colour.primaries), ("color_trc", colour.transfer)) if value]
     return filters, params
+
+
+def _check_hdr_depth(source: VideoInfo | None, pix_fmt: str) -> None:
+    """An HDR source (PQ or HLG transfer, or HDR side data) is never squeezed into 8 bits: it would band."""
+    if source is None or not (source.colour.transfer in HDR_TRANSFERS or source.hdr is not None):
+        return
+    if pix_fmt_bit_depth(pix_fmt) < 10:
+        raise VideoEncodeError(f"{source.path.name} is HDR ({source.colour.transfer or 'HDR10 side data'}); "
+                               f"{pix_fmt} has {pix_fmt_bit_depth(pix_fmt)} bits and would band",
+                               hint="choose a 10-bit pixel format ({--pix-fmt yuv420p10le}) and an encoder that "
+                                    "takes it ({--codec libx265})")
 
 
 def _check_chroma_fits(pix_fmt: str, width: int, height: int) -> None:
@@ -105,7 +96,8 @@ class FrameWriter:
 
     def __init__(self, out_path: str | os.PathLike[str], frame_rate: Fraction, *,
                  options: VideoEncodeSettings = VideoEncodeSettings(), source: VideoInfo | None = None,
-                 copy_streams: bool = True) -> None:
+                 copy_streams: bool = True, timestamps: Sequence[int] | None = None,
+                 time_base: Fraction | None = None, end: int | None = None) -> None:
         self.out_path = Path(out_path)
         self.frame_rate = Fraction(frame_rate)
         if self.frame_rate <= 0:
@@ -114,6 +106,15 @@ class FrameWriter:
         self.source = source
         self.copy_streams = copy_streams and source is not None
         self.pix_fmt = options.pix_fmt or default_pix_fmt(options.codec, source.bit_depth if source else 8)
+        _check_hdr_depth(source, self.pix_fmt)
+        # With timestamps (ticks of time_base, one per frame, then ``end``), frames travel with their own
+        # times through a NUT pipe; without, as rawvideo numbered at the constant frame_rate.
+        if timestamps is not None and time_base is None:
+            raise ValueError("timestamps need their time_base")
+        self.timestamps = tuple(timestamps) if timestamps is not None else None
+        self.time_base = time_base
+        self.end = end
+        self._timed: TimedRawPipe | None = None
         self.frames_written = 0
         self._shape: tuple[int, ...] | None = None
         self._dtype: np.dtype | None = None
@@ -127,13 +128,19 @@ class FrameWriter:
     def _command(self, height: int, width: int, deep: bool) -> list[str]:
         rate = f"{self.frame_rate.numerator}/{self.frame_rate.denominator}"
         source = self.source
-        video_in = ["-f", "rawvideo", "-pix_fmt", "rgb48le" if deep else "rgb24", "-s", f"{width}x{height}",
-                    "-framerate", rate]
+        if self.timestamps is not None:
+            video_in = ["-f", "nut"]
+        else:
+            video_in = ["-f", "rawvideo", "-pix_fmt", "rgb48le" if deep else "rgb24", "-s", f"{width}x{height}",
+                        "-framerate", rate]
         if source is not None and source.rotation:
             # Rotation is side data of the input stream; -noautorotate keeps ffmpeg from turning it
             # into a transpose of the pixels, so the tag itself reaches the output.
             video_in += ["-display_rotation", str(source.rotation), "-noautorotate"]
-        filters, params = _colour_filters(source.colour if source else ColourTags())
+        colour = source.colour if source else ColourTags()
+        if colour.matrix == "gbr" and not self.pix_fmt.startswith("gbr"):  # an RGB source into YUV: no RGB tag
+            colour = ColourTags(None, colour.range, colour.primaries, colour.transfer)
+        filters, params = _colour_filters(colour)
         filters.append(f"format={self.pix_fmt}")
         if source is not None and source.sample_aspect_ratio:
             sar = source.sample_aspect_ratio
@@ -144,8 +151,11 @@ class FrameWriter:
         args = [ffmpeg_exe(), "-hide_banner", "-v", "error", "-y", *video_in, "-i", "pipe:0"]
         if self.copy_streams and source is not None:
             args += ["-i", str(source.path), "-map_metadata", "1", "-map_chapters", "1"]
-        args += ["-map", "0:v:0", "-vf", ",".join(filters), "-fps_mode", "passthrough",
-                 *_encoder_args(self.options, self.pix_fmt), *self._copy_args]
+        args += ["-map", "0:v:0", "-vf", ",".join(filters), "-fps_mode", "passthrough"]
+        if self.timestamps is not None:  # the encoder counts in the frames' own time base: no rounding
+            args += ["-enc_time_base:v", "demux"]
+        args += [*encoder_args(self.options.codec, self.options.crf, self.options.preset, self.pix_fmt,
+                               source.hdr if source is not None else None), *self._copy_args]
         if self.out_path.suffix.lower() in MP4_FAMILY:
             args += ["-movflags", "+faststart"]
         return [*args, *self.options.extra_args, str(self.out_path)]
@@ -163,6 +173,7 @@ class FrameWriter:
             command = self._command(frame.shape[0], frame.shape[1], frame.dtype == np.uint16)
             self._proc = subprocess.Popen(command, stdin=subprocess.PIPE,  # noqa: S603 - our ffmpeg argument list
                                           stdout=subprocess.DEVNULL, stderr=self._stderr)
+
         elif frame.shape != self._shape or frame.dtype != self._dtype:
             raise ValueError(f"frame {self.frames_written} is {frame.shape} {frame.dtype}, "
                              f"earlier frames were {self._shape} {self._dtype}")
@@ -170,10 +181,26 @@ class FrameWriter:
             raise RuntimeError("ffmpeg's stdin is not a pipe")
         data = np.ascontiguousarray(frame, dtype=frame.dtype.newbyteorder("<"))
         try:
-            self._proc.stdin.write(memoryview(data).cast("B"))
+            if self.timestamps is not None:
+                self._write_timed(data)
+            else:
+                self._proc.stdin.write(memoryview(data).cast("B"))
         except (BrokenPipeError, OSError):
             self._fail(f"ffmpeg stopped accepting frames at frame {self.frames_written}")
         self.frames_written += 1
+
+    def _write_timed(self, data: np.ndarray) -> None:
+        if self.timestamps is None or self.time_base is None or self._proc is None or self._proc.stdin is None:
+            raise RuntimeError("no timed pipe")  # never: only called on the timed path, after ffmpeg started
+        if self._timed is None:  # here, so that a pipe ffmpeg already closed is reported like any other
+            self._timed = TimedRawPipe(self._proc.stdin, data.shape[1], data.shape[0], data.dtype == np.uint16,
+                                       self.time_base)
+        index = self.frames_written
+        if index >= len(self.timestamps):
+            raise ValueError(f"frame {index} has no timestamp ({len(self.timestamps)} were given)")
+        following = self.timestamps[index + 1] if index + 1 < len(self.timestamps) else self.end
+        pts = self.timestamps[index]
+        self._timed.write(data, pts, (following - pts) if following is not None else 0)
 
     def _log(self) -> str:
         if self._stderr is None:
@@ -199,7 +226,12 @@ class FrameWriter:
             raise VideoEncodeError(f"no frames were written to {self.out_path.name}")
         if self._proc.stdin is None:  # never: ffmpeg is started with stdin=PIPE
             raise RuntimeError("ffmpeg's stdin is not a pipe")
-        with contextlib.suppress(BrokenPipeError, OSError):
+        if self.timestamps is not None and self.frames_written != len(self.timestamps):
+            self._fail(f"{self.frames_written} frames were written to {self.out_path.name}, "
+                       f"{len(self.timestamps)} were due")
+        with contextlib.suppress(BrokenPipeError, OSError, ValueError):
+            if self._timed is not None:
+                self._timed.close()
             self._proc.stdin.close()
         if self._proc.wait() != 0:
             self._fail(f"ffmpeg failed to finish {self.out_path.name}")
@@ -214,6 +246,10 @@ class FrameWriter:
             if self._proc.poll() is None:
                 self._proc.kill()
             self._proc.wait()
+            if self._timed is not None:  # its trailer goes nowhere: ffmpeg is gone
+                with contextlib.suppress(Exception):
+                    self._timed.close()
+                self._timed = None
             if self._proc.stdin is not None:
                 with contextlib.suppress(BrokenPipeError, OSError):
                     self._proc.stdin.close()
