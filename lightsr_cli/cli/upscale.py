@@ -53,6 +53,9 @@ def upscale(
                                           rich_help_panel="Video"),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted video from its last finished segment.",
                                 rich_help_panel="Video"),
+    dedup: Optional[str] = typer.Option(None, "--dedup", metavar="exact|near[:LEVELS]", help="Reuse the previous "
+                                        "upscaled frame for repeated frames: exact (bit-identical) or near (no pixel "
+                                        "differs by more than LEVELS 8-bit levels, default 2).", rich_help_panel="Video"),
     strip_metadata: bool = typer.Option(False, "--strip-metadata", help="Write no EXIF, XMP or IPTC (GPS, camera, "
                                         "dates); the colour profile stays unless --strip-icc.", rich_help_panel="Photos"),
     strip_icc: bool = typer.Option(False, "--strip-icc", help="Drop the ICC colour profile too (colours may shift).",
@@ -83,12 +86,14 @@ def upscale(
 
     from ..media.metadata import MetadataPolicy
     from ..media.video import VideoEncodeSettings
+    from ..pipeline.dedup import parse_dedup
     from ..pipeline.images import OutputSettings
     from ..pipeline.limits import PixelLimits
     from ..pipeline.loading import EngineSettings, load_pool
     from ..pipeline.run import run_jobs
     from ..pipeline.video import VideoSettings
 
+    dedup_settings = parse_dedup(dedup)
     engine_settings = EngineSettings(device=device, precision=precision.value, tile=tile, batch=batch, tta=tta,
                           compile=compile_network)
     limits = _pixel_limits(max_input_megapixels, max_output_megapixels, PixelLimits)
@@ -101,7 +106,7 @@ def upscale(
         for note in pool.notes:
             reporter.note(f"note: {note}")
         video_settings = VideoSettings(VideoEncodeSettings(codec, crf, video_preset, pix_fmt, tuple(ffmpeg_args)),
-                                       segment_seconds, resume)
+                                       segment_seconds, resume, dedup_settings)
         summary = run_jobs(pool, plan.jobs, settings, video_settings, reporter)
     summary.skipped.extend(plan.skipped)
     report = _summary_dict(summary, card, pool)
@@ -156,7 +161,20 @@ def _video_summary(videos) -> dict:
         "end_to_end_fps": round(frames / wall, 3) if wall else None,
         "model_fps": round(frames / inference, 3) if inference else None,
         "resumed_from_frame": [v.resumed_from_frame for v in videos],
+        **_dedup_summary(videos),
     }}
+
+
+def _dedup_summary(videos) -> dict:
+    """Frames reused by --dedup and the network time that saved: an estimate, reused frames times the
+    measured network seconds per upscaled frame of the same video."""
+    reused = sum(v.frames - v.frames_upscaled for v in videos)
+    if not reused:
+        return {}
+    saved = sum((v.frames - v.frames_upscaled) * v.inference_seconds / v.frames_upscaled
+                for v in videos if v.frames_upscaled)
+    return {"frames_reused": reused, "frames_upscaled": sum(v.frames_upscaled for v in videos),
+            "estimated_seconds_saved": round(saved, 3)}
 
 
 def _print_summary(report: dict) -> None:
@@ -177,6 +195,9 @@ def _print_summary(report: dict) -> None:
         stderr.print(f"  video: {v['frames']} frames in {v['seconds']:.2f} s = {v['end_to_end_fps']} fps end to end "
                      f"(model alone {v['model_fps']} fps); decode {v['decode_seconds']:.2f} s, inference "
                      f"{v['inference_seconds']:.2f} s, encode {v['encode_seconds']:.2f} s (overlapping)")
+        if "frames_reused" in v:
+            stderr.print(f"  dedup: {v['frames_reused']} of {v['frames']} frames reused (not upscaled again), "
+                         f"about {v['estimated_seconds_saved']:.2f} s of network time saved (estimate)")
     if report["fp32_fallbacks"]:
         stderr.print(f"  {report['fp32_fallbacks']} tile batch(es) recomputed in fp32 after NaN/Inf in half precision")
     for failure in failed:

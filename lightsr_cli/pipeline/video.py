@@ -33,6 +33,7 @@ from ..engine import Engine, EnginePool
 from ..errors import LightsrError, OutputError, VideoEncodeError
 from ..media import images, video
 from ..progress import Reporter
+from .dedup import DedupCounts, DedupSettings, FrameBatch, batches_with_reuse, expand_reuse
 from .images import OutputSettings
 from .jobs import Job
 from .limits import check_input, check_output, output_size
@@ -48,6 +49,7 @@ class VideoSettings:
     segment_seconds: float = 10.0
     """Resume granularity: frames are encoded in segments of about this length."""
     resume: bool = False
+    dedup: DedupSettings = DedupSettings()
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ class VideoResult:
     encode_seconds: float
     wall_seconds: float
     resumed_from_frame: int
+    frames_upscaled: int
+    """Frames that went through the network; the others (frames - frames_upscaled) were reused by --dedup."""
 
 
 # -- the parts folder ------------------------------------------------------------------------------
@@ -145,6 +149,7 @@ def _plan_of(job: Job, info: video.VideoInfo, pool: EnginePool, settings: VideoS
         "engine": hashlib.sha256(f"{engine.spec.name}{engine.tile}".encode()).hexdigest()[:12],
         "devices": [e.device_description for e in pool.engines], "autotune": engine.autotune,
         "tile": engine.tile_for(info.height, info.width),
+        **({"dedup": settings.dedup.describe()} if settings.dedup.mode == "near" else {}),  # exact: same frames
     }
 
 
@@ -288,10 +293,13 @@ def _upscale_video(pool: EnginePool, job: Job, output: OutputSettings, settings:
     writer = _Worker("lightsr-encode", lambda: _write_segments(
         parts, first_segment, per_segment, info.frame_count, info, options, results_queue, stop, progress), stop)
     inference_seconds = 0.0
+    counts = DedupCounts()
     try:
         reader.start()
         writer.start()
-        inference_seconds = _upscale_stream(pool, frames_queue, results_queue, stop, (out_w, out_h), outscale)
+        batches = batches_with_reuse(_queued_frames(frames_queue, stop), engine.batch, settings.dedup, start_frame,
+                                     per_segment, counts)
+        inference_seconds = _upscale_stream(pool, batches, results_queue, stop, (out_w, out_h), outscale)
         writer.join()
         reader.join()
         for worker in (reader, writer):
@@ -321,7 +329,7 @@ def _upscale_video(pool: EnginePool, job: Job, output: OutputSettings, settings:
         frames=frames, megapixels_in=frames * info.width * info.height / 1e6,
         megapixels_out=frames * out_w * out_h / 1e6, decode_seconds=reader.seconds,
         inference_seconds=inference_seconds, encode_seconds=writer.seconds,
-        wall_seconds=time.perf_counter() - started, resumed_from_frame=start_frame)
+        wall_seconds=time.perf_counter() - started, resumed_from_frame=start_frame, frames_upscaled=counts.upscaled)
 
 
 def _say_where_the_parts_are(error: LightsrError, parts: PartsFolder) -> None:
@@ -336,41 +344,32 @@ def _say_where_the_parts_are(error: LightsrError, parts: PartsFolder) -> None:
     error.hint_template = f"{error.hint_template}; {where}" if error.hint_template else where
 
 
-def _frame_batches(frames_queue: queue.Queue, stop: threading.Event, size: int):
-    """Lists of up to ``size`` decoded frames, until the end of the stream (or a stop)."""
-    while not stop.is_set():
-        batch = []
-        while len(batch) < size:
-            frame = _get(frames_queue, stop)
-            if frame is _END:
-                break
-            batch.append(frame)
-        if batch:
-            yield batch
-        if len(batch) < size:
-            return
+def _queued_frames(frames_queue: queue.Queue, stop: threading.Event):
+    """Decoded frames from the reader thread, until the end of the stream (or a stop)."""
+    while (frame := _get(frames_queue, stop)) is not _END:
+        yield frame
 
 
-def _upscale_stream(pool: EnginePool, frames_queue: queue.Queue, results_queue: queue.Queue,
+def _upscale_stream(pool: EnginePool, batches, results_queue: queue.Queue,
                     stop: threading.Event, size: tuple[int, int], outscale: float | None) -> float:
-    """The calling thread's part: batches of frames through the engines, in order.
+    """The calling thread's part: batches of frames through the engines, in order; --dedup's repeats
+    are filled in from the previous upscaled frame (dedup.py).
 
     Returns the inference seconds: the time the devices spent upscaling, divided by the number of
     devices (they work side by side), so frames / seconds is the model-only frame rate.
     """
     busy: list[float] = []
 
-    def upscale_batch(engine: Engine, batch: list[np.ndarray]) -> list[np.ndarray]:
+    def upscale_batch(engine: Engine, batch: FrameBatch) -> tuple[FrameBatch, list[np.ndarray]]:
         started = time.perf_counter()
-        results = list(upscale_rgb(engine, np.stack(batch)))
+        results = list(upscale_rgb(engine, np.stack(batch.frames)))
         if outscale and outscale != engine.scale:
             results = [images.resize(frame, *size) for frame in results]
         busy.append(time.perf_counter() - started)
-        return results
+        return batch, results
 
-    for results in pool.map_ordered(upscale_batch, _frame_batches(frames_queue, stop, pool.primary.batch)):
-        for result in results:
-            if not _put(results_queue, result, stop):
-                return sum(busy) / len(pool)
+    for result in expand_reuse(pool.map_ordered(upscale_batch, batches)):
+        if not _put(results_queue, result, stop):
+            return sum(busy) / len(pool)
     _put(results_queue, _END, stop)
     return sum(busy) / len(pool)
