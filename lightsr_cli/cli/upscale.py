@@ -56,6 +56,12 @@ def upscale(
     dedup: Optional[str] = typer.Option(None, "--dedup", metavar="exact|near[:LEVELS]", help="Reuse the previous "
                                         "upscaled frame for repeated frames: exact (bit-identical) or near (no pixel "
                                         "differs by more than LEVELS 8-bit levels, default 2).", rich_help_panel="Video"),
+    sequence: bool = typer.Option(False, "--sequence", help="A folder INPUT is one video of numbered frames, not a "
+                                  "batch of photos (a pattern such as 'frames/%06d.png' always is).",
+                                  rich_help_panel="Video"),
+    fps: Optional[str] = typer.Option(None, "--fps", metavar="RATE", help="Frame rate of a frame-sequence input, e.g. "
+                                      "24000/1001 or 25 (default: its lightsr sidecar's, else 24000/1001).",
+                                      rich_help_panel="Video"),
     strip_metadata: bool = typer.Option(False, "--strip-metadata", help="Write no EXIF, XMP or IPTC (GPS, camera, "
                                         "dates); the colour profile stays unless --strip-icc.", rich_help_panel="Photos"),
     strip_icc: bool = typer.Option(False, "--strip-icc", help="Drop the ICC colour profile too (colours may shift).",
@@ -82,18 +88,22 @@ def upscale(
     final_scale = outscale or card.scale
     rule = NamingSettings(suffix=(suffix if suffix is not None else "_x{scale}").replace("{scale}", f"{final_scale:g}"),
                       image_format=image_format.value if image_format else None)
-    plan = plan_jobs(inputs, output, rule, recursive, overwrite, skip_existing or (resume and not overwrite))
+    from ..media.video.sequences import parse_rate
+    from ..pipeline.dedup import parse_dedup
+
+    dedup_settings = parse_dedup(dedup)
+    sequence_rate = parse_rate(fps) if fps is not None else None
+    plan = plan_jobs(inputs, output, rule, recursive, overwrite, skip_existing or (resume and not overwrite),
+                     sequence=sequence)
 
     from ..media.metadata import MetadataPolicy
     from ..media.video import VideoEncodeSettings
-    from ..pipeline.dedup import parse_dedup
     from ..pipeline.images import OutputSettings
     from ..pipeline.limits import PixelLimits
     from ..pipeline.loading import EngineSettings, load_pool
     from ..pipeline.run import run_jobs
     from ..pipeline.video import VideoSettings
 
-    dedup_settings = parse_dedup(dedup)
     engine_settings = EngineSettings(device=device, precision=precision.value, tile=tile, batch=batch, tta=tta,
                           compile=compile_network)
     limits = _pixel_limits(max_input_megapixels, max_output_megapixels, PixelLimits)
@@ -106,7 +116,7 @@ def upscale(
         for note in pool.notes:
             reporter.note(f"note: {note}")
         video_settings = VideoSettings(VideoEncodeSettings(codec, crf, video_preset, pix_fmt, tuple(ffmpeg_args)),
-                                       segment_seconds, resume, dedup_settings)
+                                       segment_seconds, resume, dedup_settings, sequence_rate)
         summary = run_jobs(pool, plan.jobs, settings, video_settings, reporter)
     summary.skipped.extend(plan.skipped)
     report = _summary_dict(summary, card, pool)

@@ -24,6 +24,7 @@ import shutil
 import threading
 import time
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,7 @@ from .images import OutputSettings
 from .jobs import Job
 from .limits import check_input, check_output, output_size
 from .pixels import upscale_rgb
+from .sequences import FrameSequenceOutput, is_frame_pattern, open_source, reader_for, sequence_notes, source_identity
 
 _END = object()  # end-of-stream marker in the queues
 _POLL_SECONDS = 0.1
@@ -50,6 +52,8 @@ class VideoSettings:
     """Resume granularity: frames are encoded in segments of about this length."""
     resume: bool = False
     dedup: DedupSettings = DedupSettings()
+    sequence_rate: Fraction | None = None
+    """--fps: the frame rate of a frame-sequence source (None: its sidecar's, else 24000/1001)."""
 
 
 @dataclass(frozen=True)
@@ -140,10 +144,8 @@ def _plan_of(job: Job, info: video.VideoInfo, pool: EnginePool, settings: VideoS
     rounding), and the tile is the one actually used, not the one asked for (None: automatic).
     """
     engine = pool.primary
-    stat = job.source.stat()
     return {
-        "source": str(job.source.resolve()), "source_size": stat.st_size, "source_mtime_ns": stat.st_mtime_ns,
-        "frames": info.frame_count, "frames_per_segment": per_segment, "model": pool.model_id,
+        **source_identity(job.source, info), "frames": info.frame_count, "frames_per_segment": per_segment, "model": pool.model_id,
         "scale": engine.scale, "outscale": outscale, "precision": engine.precision, "tta": engine.tta,
         "encode": asdict(settings.encode),
         "engine": hashlib.sha256(f"{engine.spec.name}{engine.tile}".encode()).hexdigest()[:12],
@@ -195,7 +197,7 @@ class _Worker(threading.Thread):
 
 def _read_frames(info: video.VideoInfo, start_frame: int, frames: queue.Queue, stop: threading.Event) -> float:
     seconds = 0.0
-    with video.FrameReader(info, start_frame=start_frame) as reader:
+    with reader_for(info, start_frame) as reader:
         iterator = iter(reader)
         while not stop.is_set():
             started = time.perf_counter()
@@ -269,7 +271,9 @@ def _upscale_video(pool: EnginePool, job: Job, output: OutputSettings, settings:
     started = time.perf_counter()
     outscale = output.outscale
     engine = pool.primary  # every engine of the pool has the same settings
-    info = video.probe_video(job.source)
+    info = open_source(job.source, settings.sequence_rate)
+    for note in sequence_notes(info, job.target):
+        reporter.note(note)
     check_input(f"each frame of {job.source.name}", info.width, info.height, output.limits)
     check_output(f"each frame of {job.source.name}", info.width, info.height, engine.scale, outscale, output.limits)
     out_w, out_h = output_size(info.width, info.height, engine.scale, outscale)
@@ -277,11 +281,17 @@ def _upscale_video(pool: EnginePool, job: Job, output: OutputSettings, settings:
         out_w, out_h = max(2, out_w), max(2, out_h)
     options = _even_safe_encode(settings.encode, out_w, out_h, info.bit_depth)
     per_segment = max(1, round(settings.segment_seconds * info.frame_rate))
-    parts = PartsFolder(job.target, _plan_of(job, info, pool, settings, outscale, per_segment))
-    first_segment = parts.start(settings.resume)
+    plan = _plan_of(job, info, pool, settings, outscale, per_segment)
+    parts: PartsFolder | FrameSequenceOutput
+    if is_frame_pattern(job.target):  # -o 'out/%06d.png': one image per frame (sequences.py)
+        parts = FrameSequenceOutput(job.target, info, plan, output.overwrite)
+        start_frame = parts.start(settings.resume, per_segment if settings.dedup.mode == "near" else 1)
+    else:
+        parts = PartsFolder(job.target, plan)
+        first_segment = parts.start(settings.resume)
+        start_frame = min(first_segment * per_segment, info.frame_count)
     for each in pool.engines:  # every frame, on every device, cut the same way
         each.use_tile(info.height, info.width, parts.plan["tile"])
-    start_frame = min(first_segment * per_segment, info.frame_count)
     if start_frame:
         reporter.note(f"resuming {job.source.name} at frame {start_frame} of {info.frame_count}")
     frames_queue: queue.Queue = queue.Queue(maxsize=2 * engine.batch * len(pool) + 2)
@@ -290,8 +300,12 @@ def _upscale_video(pool: EnginePool, job: Job, output: OutputSettings, settings:
     progress = reporter.task(f"{job.source.name}", total=info.frame_count, unit="frame")
     progress.advance(start_frame)
     reader = _Worker("lightsr-decode", lambda: _read_frames(info, start_frame, frames_queue, stop), stop)
-    writer = _Worker("lightsr-encode", lambda: _write_segments(
-        parts, first_segment, per_segment, info.frame_count, info, options, results_queue, stop, progress), stop)
+    if isinstance(parts, FrameSequenceOutput):
+        writer = _Worker("lightsr-write", lambda: parts.write_frames(_queued_frames(results_queue, stop), progress),
+                         stop)
+    else:
+        writer = _Worker("lightsr-encode", lambda: _write_segments(
+            parts, first_segment, per_segment, info.frame_count, info, options, results_queue, stop, progress), stop)
     inference_seconds = 0.0
     counts = DedupCounts()
     try:
@@ -305,12 +319,10 @@ def _upscale_video(pool: EnginePool, job: Job, output: OutputSettings, settings:
         for worker in (reader, writer):
             if worker.error is not None:
                 raise worker.error
-        joined = parts.joined()
-        video.concat_segments([parts.segment(i) for i in range(math.ceil(info.frame_count / per_segment))],
-                              info, joined)
-        _check_joined(joined, info, job.target)
-        fs.place_file(joined, job.target, overwrite=output.overwrite)
-        parts.remove()
+        if isinstance(parts, FrameSequenceOutput):
+            parts.finish()
+        else:
+            _join_segments(parts, info, per_segment, job.target, output.overwrite)
     except LightsrError as error:
         stop.set()
         reader.join(timeout=10)
@@ -332,8 +344,22 @@ def _upscale_video(pool: EnginePool, job: Job, output: OutputSettings, settings:
         wall_seconds=time.perf_counter() - started, resumed_from_frame=start_frame, frames_upscaled=counts.upscaled)
 
 
-def _say_where_the_parts_are(error: LightsrError, parts: PartsFolder) -> None:
+def _join_segments(parts: PartsFolder, info: video.VideoInfo, per_segment: int, target: Path, overwrite: bool) -> None:
+    """All segments into one checked file, with the source's other streams, renamed onto the target."""
+    joined = parts.joined()
+    video.concat_segments([parts.segment(i) for i in range(math.ceil(info.frame_count / per_segment))],
+                          info, joined, copy_streams=info.path.is_file())  # a frame sequence has no other streams
+    _check_joined(joined, info, target)
+    fs.place_file(joined, target, overwrite=overwrite)
+    parts.remove()
+
+
+def _say_where_the_parts_are(error: LightsrError, parts: PartsFolder | FrameSequenceOutput) -> None:
     """Extend the error's hint by where the finished segments are (or that none were kept)."""
+    if isinstance(parts, FrameSequenceOutput):
+        where = parts.kept()
+        error.hint_template = f"{error.hint_template}; {where}" if error.hint_template else where
+        return
     finished = sorted(parts.folder.glob("segment_?????" + parts.suffix)) if parts.folder.is_dir() else []
     if finished:
         where = (f"{len(finished)} finished segment(s) are kept in {parts.folder}; after fixing the cause, "
