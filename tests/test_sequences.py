@@ -96,6 +96,32 @@ def test_sequence_errors_are_clear(tmp_path):
     assert parse_rate("24000/1001") == Fraction(24000, 1001) and parse_rate("25") == 25
 
 
+def test_duplicate_numbers_damaged_sidecars_and_alpha(tmp_path):
+    write_frames(tmp_path / "dup", 2, name="{:d}.png")
+    write_frames(tmp_path / "dup", 1, name="{:02d}.png")
+    with pytest.raises(InputError, match="same number"):
+        scan_sequence(tmp_path / "dup")
+    write_frames(tmp_path / "pad", 2, name="{:03d}.png")
+    write_frames(tmp_path / "pad", 1, start=3, name="{:04d}.png")
+    with pytest.raises(InputError, match="padded differently"):
+        scan_sequence(tmp_path / "pad")
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 1], rgba[..., 3] = 200, 7
+    (tmp_path / "alpha").mkdir()
+    for n in (1, 2):
+        images.write_image(tmp_path / "alpha" / f"{n}.png", rgba, PNG)
+    (tmp_path / "alpha" / SIDECAR_NAME).write_text(json.dumps(
+        {"pattern": "%01d.png", "frame_rate": 5, "rotation": "x", "colour": {"matrix": 3}, "bit_depth": 99}))
+    info = scan_sequence(tmp_path / "alpha")
+    assert info.alpha_dropped and info.frame_rate == Fraction(24000, 1001) and info.rotation == 0
+    assert info.colour.matrix == "bt709" and info.bit_depth == 8
+    (frame, _) = list(SequenceReader(info))
+    assert frame.shape == (8, 8, 3) and frame[0, 0].tolist() == [0, 200, 0]
+    notes = Notes()
+    run(tmp_path / "alpha", tmp_path / "a.mkv", reporter=notes)
+    assert any("alpha channel is not kept" in n for n in notes.notes)
+
+
 def test_a_pattern_picks_its_frames_from_any_start_number(tmp_path):
     frames = write_frames(tmp_path / "shots", 4, start=1000, name="take_{:d}.png")
     write_frames(tmp_path / "shots", 2, name="other_{:03d}.png", seed=9)  # another sequence beside it

@@ -33,7 +33,7 @@ from .probe import ColourTags, VideoInfo
 
 SIDECAR_NAME = "lightsr-sequence.json"
 DEFAULT_RATE = Fraction(24000, 1001)
-_FIELD = re.compile(r"%(0?)(\d*)d")
+_FIELD = re.compile(r"%(?:0(\d+))?d")
 _NUMBERED_NAME = re.compile(r"^(.*?)(\d+)(\.[^.]+)$")
 _HEADER_BYTES = 1 << 16  # enough for the size in PNG, BMP, TIFF, WebP and most JPEG headers
 
@@ -60,7 +60,7 @@ class SequenceNaming:
         match = _FIELD.search(path.name)
         if match is None:
             raise ValueError(f"not a frame pattern: {pattern}")
-        width = int(match.group(2) or 0) if match.group(1) else 0
+        width = int(match.group(1) or 0)
         return cls(path.parent, path.name[:match.start()], width, path.name[match.end():])
 
     @property
@@ -122,16 +122,15 @@ def scan_sequence(source: Path, frame_rate: Fraction | None = None) -> SequenceI
     sidecar = read_sidecar(naming)
     rate, rate_from = _rate_of(frame_rate, sidecar)
     deep = first.dtype == np.uint16
-    colour = ColourTags(**sidecar["colour"]) if sidecar and isinstance(sidecar.get("colour"), dict) else \
-        ColourTags("bt709", "tv", "bt709", "bt709")
+    colour = _colour_of(sidecar)
     sar = sidecar.get("sample_aspect_ratio") if sidecar else None
     return SequenceInfo(
         path=naming.folder / naming.pattern, stream_index=0, codec=images.image_format(files[0]),
         width=first.shape[1], height=first.shape[0], frame_rate=rate, frame_count=len(files),
         duration=float(len(files) / rate), pix_fmt="rgb48le" if deep else "rgb24",
-        bit_depth=min(int(sidecar.get("bit_depth", 16)), 16) if deep and sidecar else 16 if deep else 8,
-        rotation=int(sidecar.get("rotation", 0)) if sidecar else 0, colour=colour,
-        sample_aspect_ratio=Fraction(sar) if sar else None, files=files, first_number=numbers[0],
+        bit_depth=max((sidecar or {}).get("bit_depth", 16), 9) if deep else 8,
+        rotation=(sidecar or {}).get("rotation", 0) % 360, colour=colour,
+        sample_aspect_ratio=_fraction_or_none(sar), files=files, first_number=numbers[0],
         rate_from=rate_from, alpha_dropped=raw.ndim == 3 and raw.shape[2] in (2, 4))
 
 
@@ -185,6 +184,19 @@ def _check_sizes(files: tuple[Path, ...], width: int, height: int) -> None:
                              f"{width}x{height}", hint="every frame of a sequence must have the same size")
 
 
+def _colour_of(sidecar: dict | None) -> ColourTags:
+    """The source's colour tags from the sidecar; BT.709 (limited range) when there are none.
+
+    An RGB source's "gbr" matrix says nothing about the YUV the frames will be encoded to: default then.
+    """
+    tags = sidecar.get("colour") if sidecar else None
+    if isinstance(tags, dict) and tags.get("matrix") != "gbr":
+        known = {key: tags.get(key) for key in ("matrix", "range", "primaries", "transfer")}
+        if all(value is None or isinstance(value, str) for value in known.values()):
+            return ColourTags(**known)
+    return ColourTags("bt709", "tv", "bt709", "bt709")
+
+
 def _rate_of(frame_rate: Fraction | None, sidecar: dict | None) -> tuple[Fraction, str]:
     if frame_rate is not None:
         return frame_rate, "--fps"
@@ -196,6 +208,14 @@ def _rate_of(frame_rate: Fraction | None, sidecar: dict | None) -> tuple[Fractio
         except (ValueError, ZeroDivisionError):
             pass
     return DEFAULT_RATE, "default"
+
+
+def _fraction_or_none(text: object) -> Fraction | None:
+    try:
+        value = Fraction(str(text)) if text else None
+    except (ValueError, ZeroDivisionError):
+        return None
+    return value if value and value > 0 else None
 
 
 def parse_rate(text: str) -> Fraction:
@@ -215,7 +235,15 @@ def read_sidecar(naming: SequenceNaming) -> dict | None:
         data = json.loads((naming.folder / SIDECAR_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) and data.get("pattern") == naming.pattern else None
+    if not isinstance(data, dict) or data.get("pattern") != naming.pattern:
+        return None
+    # Hand-edited or damaged fields are dropped, not trusted: each falls back to its default.
+    for key, kind in (("bit_depth", int), ("rotation", int), ("frame_rate", str), ("sample_aspect_ratio", str)):
+        if not isinstance(data.get(key), kind) or isinstance(data.get(key), bool):
+            data.pop(key, None)
+    if "bit_depth" in data and not 8 <= data["bit_depth"] <= 16:
+        del data["bit_depth"]
+    return data
 
 
 def _as_rgb(pixels: np.ndarray, path: Path) -> np.ndarray:
