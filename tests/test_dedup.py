@@ -187,3 +187,34 @@ def test_cli_dedup_reports_reused_frames_and_an_estimated_saving(tmp_path, offic
     assert report["estimated_seconds_saved"] > 0
     code, _, err = run_cli("upscale", str(source), "--dedup", "near:x", "-o", str(tmp_path / "x.mkv"))
     assert code == 2 and "--dedup near:x" in err
+
+
+def test_near_dedup_resumed_after_a_crash_gives_the_uninterrupted_frames(tmp_path):
+    """A run that dies mid-way, resumed with --resume, writes what one uninterrupted run writes."""
+    fade = [np.full((16, 24, 3), 40 + level, np.uint8) for level in range(24)]  # 1 level per frame
+    source = write_clip(tmp_path / "fade.mkv", fade)
+    segment = 4 / 24  # segments of 4 frames
+    whole, whole_count = _run(source, tmp_path / "whole.mkv", NEAR, segment_seconds=segment)
+
+    class Crash(Exception):
+        pass
+
+    crashing = CountingPool()
+
+    def crash_late(_module, _inputs, _output):
+        if crashing.calls >= 9:
+            raise Crash
+    network = LocalNet()
+    network.register_forward_hook(crashing._count)
+    network.register_forward_hook(crash_late)
+    crashing.pool = EnginePool([Engine(network, _spec(), 2, device="cpu", batch=1)])
+    settings = VideoSettings(encode=video.VideoEncodeSettings(codec="ffv1"), dedup=NEAR, segment_seconds=segment)
+    target = tmp_path / "resumed.mkv"
+    with pytest.raises(Crash):
+        run_video_job(crashing.pool, Job(source, target, MediaKind.VIDEO), OutputSettings(), settings, NullReporter())
+    assert not target.exists() and list((tmp_path / ".resumed.mkv.lightsr-parts").glob("segment_0000?.mkv"))
+    resumed, resumed_count = _run(source, target, NEAR, segment_seconds=segment, resume=True)
+    assert resumed.resumed_from_frame > 0
+    assert resumed_count.frames_through_network < whole_count.frames_through_network
+    assert framemd5(target) == framemd5(tmp_path / "whole.mkv")
+    assert video.probe_video(target).frame_count == 24 and whole.frames_upscaled < 24
