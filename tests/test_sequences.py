@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lightsr_cli.errors import InputError, OutputExistsError, UsageError
+from lightsr_cli.errors import InputError, OutputError, OutputExistsError, UsageError
 from lightsr_cli.media import images, video
 from lightsr_cli.media.video.sequences import SIDECAR_NAME, SequenceReader, parse_rate, scan_sequence
 from lightsr_cli.pipeline.images import OutputSettings
@@ -209,3 +209,10 @@ def test_existing_frames_are_kept_and_resume_carries_on_after_the_last_complete_
     assert (tmp_path / "out" / "f_0001.png").stat().st_mtime_ns == first  # kept, not rewritten
     result, pool = run(source, target, overwrite=True)
     assert pool.frames_through_network == 12
+
+
+def test_frames_are_never_written_over_the_input_frames(tmp_path):
+    frames = write_frames(tmp_path / "frames", 3)
+    with pytest.raises(OutputError, match="would replace input frames"):
+        run(tmp_path / "frames", tmp_path / "frames" / "%06d.png", overwrite=True)
+    assert np.array_equal(read_png_sequence(tmp_path / "frames", 3), np.stack(frames))

@@ -16,7 +16,7 @@ from dataclasses import asdict
 from fractions import Fraction
 from pathlib import Path
 
-from ..errors import LightsrError, OutputExistsError
+from ..errors import LightsrError, OutputError, OutputExistsError
 from ..media import images, video
 from ..media.video.sequences import (
     SequenceInfo,
@@ -95,6 +95,11 @@ class FrameSequenceOutput:
         ``resume`` the run carries on after the last complete frame (frames are written whole), from
         the ``align`` boundary before it (so --dedup near makes the decisions an uninterrupted run makes).
         """
+        if isinstance(self.info, SequenceInfo):
+            inputs = {path.resolve() for path in self.info.files}
+            if any(self.naming.path(n).resolve() in inputs for n in range(1, self.info.frame_count + 1)):
+                raise OutputError(f"the output frames {self.naming.folder / self.naming.pattern} would replace "
+                                  "input frames", hint="write the frames to another folder or with another name")
         present = self.naming.numbers_present()
         sidecar = read_sidecar(self.naming)
         if resume and present and sidecar is not None:
