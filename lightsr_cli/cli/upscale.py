@@ -64,6 +64,15 @@ def upscale(
                                           rich_help_panel="Video"),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted video from its last finished segment.",
                                 rich_help_panel="Video"),
+    dedup: Optional[str] = typer.Option(None, "--dedup", metavar="exact|near[:LEVELS]", help="Reuse the previous "
+                                        "upscaled frame for repeated frames: exact (bit-identical) or near (no pixel "
+                                        "differs by more than LEVELS 8-bit levels, default 2).", rich_help_panel="Video"),
+    sequence: bool = typer.Option(False, "--sequence", help="A folder INPUT is one video of numbered frames, not a "
+                                  "batch of photos (a pattern such as 'frames/%06d.png' always is).",
+                                  rich_help_panel="Video"),
+    fps: Optional[str] = typer.Option(None, "--fps", metavar="RATE", help="Frame rate of a frame-sequence input, e.g. "
+                                      "24000/1001 or 25 (default: its lightsr sidecar's, else 24000/1001).",
+                                      rich_help_panel="Video"),
     strip_metadata: bool = typer.Option(False, "--strip-metadata", help="Write no EXIF, XMP or IPTC (GPS, camera, "
                                         "dates); the colour profile stays unless --strip-icc.", rich_help_panel="Photos"),
     strip_icc: bool = typer.Option(False, "--strip-icc", help="Drop the ICC colour profile too (colours may shift).",
@@ -97,8 +106,13 @@ def upscale(
     suffix_text = suffix if suffix is not None else (target.label if target else "_x{scale}")
     rule = NamingSettings(suffix=suffix_text.replace("{scale}", f"{outscale or card.scale:g}" if card else ""),
                           image_format=image_format.value if image_format else None)
-    plan = None if piped else plan_jobs(
-        inputs, output, rule, recursive, overwrite, skip_existing or (resume and not overwrite))
+    from ..media.video.sequences import parse_rate
+    from ..pipeline.dedup import parse_dedup
+
+    dedup_settings = parse_dedup(dedup)
+    sequence_rate = parse_rate(fps) if fps is not None else None
+    plan = None if piped else plan_jobs(inputs, output, rule, recursive, overwrite,
+                                        skip_existing or (resume and not overwrite), sequence=sequence)
 
     from ..media.metadata import MetadataPolicy
     from ..media.video import VideoEncodeSettings, ffmpeg_exe
@@ -131,7 +145,7 @@ def upscale(
         for note in pool.notes:
             reporter.note(f"note: {note}")
         video_settings = VideoSettings(VideoEncodeSettings(codec, crf, video_preset, pix_fmt, tuple(ffmpeg_args)),
-                                       segment_seconds, resume)
+                                       segment_seconds, resume, dedup_settings, sequence_rate)
         summary = run_jobs(pool, plan.jobs, settings, video_settings, reporter)
     summary.skipped.extend(plan.skipped)
     report = _summary_dict(summary, card, pool)
@@ -186,7 +200,20 @@ def _video_summary(videos) -> dict:
         "end_to_end_fps": round(frames / wall, 3) if wall else None,
         "model_fps": round(frames / inference, 3) if inference else None,
         "resumed_from_frame": [v.resumed_from_frame for v in videos],
+        **_dedup_summary(videos),
     }}
+
+
+def _dedup_summary(videos) -> dict:
+    """Frames reused by --dedup and the network time that saved: an estimate, reused frames times the
+    measured network seconds per upscaled frame of the same video."""
+    reused = sum(v.frames - v.frames_upscaled for v in videos)
+    if not reused:
+        return {}
+    saved = sum((v.frames - v.frames_upscaled) * v.inference_seconds / v.frames_upscaled
+                for v in videos if v.frames_upscaled)
+    return {"frames_reused": reused, "frames_upscaled": sum(v.frames_upscaled for v in videos),
+            "estimated_seconds_saved": round(saved, 3)}
 
 
 def _print_summary(report: dict) -> None:
@@ -207,6 +234,9 @@ def _print_summary(report: dict) -> None:
         stderr.print(f"  video: {v['frames']} frames in {v['seconds']:.2f} s = {v['end_to_end_fps']} fps end to end "
                      f"(model alone {v['model_fps']} fps); decode {v['decode_seconds']:.2f} s, inference "
                      f"{v['inference_seconds']:.2f} s, encode {v['encode_seconds']:.2f} s (overlapping)")
+        if "frames_reused" in v:
+            stderr.print(f"  dedup: {v['frames_reused']} of {v['frames']} frames reused (not upscaled again), "
+                         f"about {v['estimated_seconds_saved']:.2f} s of network time saved (estimate)")
     if report["fp32_fallbacks"]:
         stderr.print(f"  {report['fp32_fallbacks']} tile batch(es) recomputed in fp32 after NaN/Inf in half precision")
     for failure in failed:

@@ -17,6 +17,7 @@ from pathlib import Path
 from ..errors import InputError, OutputError, UsageError
 from ..media.images import FORMAT_EXTENSIONS, IMAGE_EXTENSIONS
 from ..media.video import VIDEO_EXTENSIONS
+from ..media.video.sequences import SequenceNaming, is_frame_pattern
 
 _GLOB_CHARS = set("*?[")
 
@@ -171,26 +172,48 @@ def _looks_like_file(output: Path) -> bool:
     return not output.is_dir() and not str(output).endswith(("/", "\\")) and media_kind(output) is not None
 
 
+def _is_sequence_input(text: str, sequence: bool) -> bool:
+    """One video job from numbered frames: a printf pattern naming no file, or a folder with {--sequence}.
+
+    Without {--sequence} a folder stays a batch of photos (each image its own job).
+    """
+    return (sequence and Path(text).is_dir()) or (is_frame_pattern(text) and not os.path.lexists(text))
+
+
+def _sequence_job(source: Path, output: Path | None, rule: NamingSettings, single_file_target: bool) -> Job:
+    """A frame sequence becomes one video job: by default ``<folder>_x4.mp4`` beside the frames' folder,
+    or ``<prefix>_x4.mp4`` inside it for a pattern with a prefix (``shots/take_%04d.png``)."""
+    if single_file_target:
+        return Job(source, output, MediaKind.VIDEO)
+    folder = (source if source.is_dir() else source.parent).resolve()
+    prefix = "" if source.is_dir() else SequenceNaming.from_pattern(source).prefix.rstrip("_-. ")
+    where, stem = (folder, prefix) if prefix else (folder.parent, folder.name or "frames")
+    return Job(source, (output or where) / f"{stem}{rule.suffix}.mp4", MediaKind.VIDEO)
+
+
 def plan_jobs(inputs: list[str], output: Path | None, rule: NamingSettings, recursive: bool,
-              overwrite: bool, skip_existing: bool) -> Plan:
+              overwrite: bool, skip_existing: bool, sequence: bool = False) -> Plan:
     if overwrite and skip_existing:
         raise UsageError("{--overwrite} and {--skip-existing} cannot be used together")
     if any(separator in rule.suffix for separator in ("/", "\\", os.sep)) or ".." in rule.suffix:
         raise UsageError(f"{{--suffix}} '{rule.suffix}' holds a path separator or '..'",
                          hint="the suffix only extends the file name; use {-o} to choose a folder")
     sources: list[tuple[Path, Path | None]] = []
+    sequences = [Path(text) for text in inputs if _is_sequence_input(text, sequence)]
     for text in inputs:
-        files, root = _expand_input(text, recursive)
-        sources.extend((f, root) for f in files)
-    if not sources:
+        if Path(text) not in sequences:
+            files, root = _expand_input(text, recursive)
+            sources.extend((f, root) for f in files)
+    if not sources and not sequences:
         raise InputError(f"no images or videos found in {', '.join(inputs)}",
                          hint="pass {--recursive} to look into subfolders"
                          if not recursive and _has_subfolders(inputs) else None)
     single_file_target = output is not None and _looks_like_file(output)
-    if single_file_target and len(sources) > 1:
-        raise UsageError(f"-o {output} names one file but there are {len(sources)} inputs",
+    if single_file_target and len(sources) + len(sequences) > 1:
+        raise UsageError(f"-o {output} names one file but there are {len(sources) + len(sequences)} inputs",
                          hint="give -o a folder (it is created if missing)")
-    jobs = [_job_for(source, root, output, rule, single_file_target) for source, root in sources]
+    jobs = [_sequence_job(source, output, rule, single_file_target) for source in sequences]
+    jobs += [_job_for(source, root, output, rule, single_file_target) for source, root in sources]
     jobs = _drop_own_outputs(jobs, output)
     return _check_conflicts(jobs, overwrite, skip_existing)
 

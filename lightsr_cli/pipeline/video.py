@@ -34,10 +34,12 @@ from ..engine import Engine, EnginePool
 from ..errors import LightsrError, OutputError, VideoEncodeError
 from ..media import images, video
 from ..progress import Reporter
+from .dedup import DedupCounts, DedupSettings, FrameBatch, batches_with_reuse, expand_reuse
 from .images import OutputSettings
 from .jobs import Job
 from .limits import check_input, check_output, output_size
 from .pixels import upscale_rgb
+from .sequences import FrameSequenceOutput, is_frame_pattern, open_source, reader_for, sequence_notes, source_identity
 from .sizing import chroma_subsampled, final_size
 
 _END = object()  # end-of-stream marker in the queues
@@ -50,6 +52,9 @@ class VideoSettings:
     segment_seconds: float = 10.0
     """Resume granularity: frames are encoded in segments of about this length."""
     resume: bool = False
+    dedup: DedupSettings = DedupSettings()
+    sequence_rate: Fraction | None = None
+    """--fps: the frame rate of a frame-sequence source (None: its sidecar's, else 24000/1001)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,8 @@ class VideoResult:
     encode_seconds: float
     wall_seconds: float
     resumed_from_frame: int
+    frames_upscaled: int
+    """Frames that went through the network; the others (frames - frames_upscaled) were reused by --dedup."""
 
 
 # -- the parts folder ------------------------------------------------------------------------------
@@ -143,15 +150,14 @@ def _plan_of(job: Job, info: video.VideoInfo, pool: EnginePool, settings: VideoS
     rounding), and the tile is the one actually used, not the one asked for (None: automatic).
     """
     engine = pool.primary
-    stat = job.source.stat()
     return {
-        "source": str(job.source.resolve()), "source_size": stat.st_size, "source_mtime_ns": stat.st_mtime_ns,
-        "frames": info.frame_count, "frames_per_segment": per_segment, "model": pool.model_id,
+        **source_identity(job.source, info), "frames": info.frame_count, "frames_per_segment": per_segment, "model": pool.model_id,
         "scale": engine.scale, "outscale": outscale, "precision": engine.precision, "tta": engine.tta,
         "encode": asdict(settings.encode),
         "engine": hashlib.sha256(f"{engine.spec.name}{engine.tile}".encode()).hexdigest()[:12],
         "devices": [e.device_description for e in pool.engines], "autotune": engine.autotune,
         "tile": engine.tile_for(info.height, info.width),
+        **({"dedup": settings.dedup.describe()} if settings.dedup.mode == "near" else {}),  # exact: same frames
     }
 
 
@@ -197,7 +203,7 @@ class _Worker(threading.Thread):
 
 def _read_frames(info: video.VideoInfo, start_frame: int, frames: queue.Queue, stop: threading.Event) -> float:
     seconds = 0.0
-    with video.FrameReader(info, start_frame=start_frame) as reader:
+    with reader_for(info, start_frame) as reader:
         iterator = iter(reader)
         while not stop.is_set():
             started = time.perf_counter()
@@ -278,7 +284,9 @@ def _upscale_video(pool: EnginePool, job: Job, output: OutputSettings, settings:
     started = time.perf_counter()
     outscale = output.outscale
     engine = pool.primary  # every engine of the pool has the same settings
-    info = video.probe_video(job.source)
+    info = open_source(job.source, settings.sequence_rate)
+    for note in sequence_notes(info, job.target):
+        reporter.note(note)
     out_w, out_h = output_size(info.width, info.height, engine.scale, outscale)
     if outscale and outscale != engine.scale:
         out_w, out_h = max(2, out_w), max(2, out_h)
@@ -296,11 +304,16 @@ def _upscale_video(pool: EnginePool, job: Job, output: OutputSettings, settings:
         reporter.note(f"warning: {warning}")
     per_segment = max(1, round(settings.segment_seconds * info.frame_rate))
     plan = _plan_of(job, info, pool, settings, outscale, per_segment)
-    parts = PartsFolder(job.target, {**plan, "size": [out_w, out_h]} if output.target else plan)
-    first_segment = parts.start(settings.resume)
+    parts: PartsFolder | FrameSequenceOutput
+    if is_frame_pattern(job.target):  # -o 'out/%06d.png': one image per frame (sequences.py)
+        parts = FrameSequenceOutput(job.target, info, plan, output.overwrite)
+        start_frame = parts.start(settings.resume, per_segment if settings.dedup.mode == "near" else 1)
+    else:
+        parts = PartsFolder(job.target, {**plan, "size": [out_w, out_h]} if output.target else plan)
+        first_segment = parts.start(settings.resume)
+        start_frame = min(first_segment * per_segment, info.frame_count)
     for each in pool.engines:  # every frame, on every device, cut the same way
         each.use_tile(info.height, info.width, parts.plan["tile"])
-    start_frame = min(first_segment * per_segment, info.frame_count)
     if start_frame:
         reporter.note(f"resuming {job.source.name} at frame {start_frame} of {info.frame_count}")
     frames_queue: queue.Queue = queue.Queue(maxsize=2 * engine.batch * len(pool) + 2)
@@ -309,24 +322,29 @@ def _upscale_video(pool: EnginePool, job: Job, output: OutputSettings, settings:
     progress = reporter.task(f"{job.source.name}", total=info.frame_count, unit="frame")
     progress.advance(start_frame)
     reader = _Worker("lightsr-decode", lambda: _read_frames(info, start_frame, frames_queue, stop), stop)
-    writer = _Worker("lightsr-encode", lambda: _write_segments(
-        parts, first_segment, per_segment, info.frame_count, written, options, results_queue, stop, progress), stop)
+    if isinstance(parts, FrameSequenceOutput):
+        writer = _Worker("lightsr-write", lambda: parts.write_frames(_queued_frames(results_queue, stop), progress),
+                         stop)
+    else:
+        writer = _Worker("lightsr-encode", lambda: _write_segments(
+            parts, first_segment, per_segment, info.frame_count, written, options, results_queue, stop, progress), stop)
     inference_seconds = 0.0
+    counts = DedupCounts()
     try:
         reader.start()
         writer.start()
-        inference_seconds = _upscale_stream(pool, frames_queue, results_queue, stop, (out_w, out_h))
+        batches = batches_with_reuse(_queued_frames(frames_queue, stop), engine.batch, settings.dedup, start_frame,
+                                     per_segment, counts)
+        inference_seconds = _upscale_stream(pool, batches, results_queue, stop, (out_w, out_h))
         writer.join()
         reader.join()
         for worker in (reader, writer):
             if worker.error is not None:
                 raise worker.error
-        joined = parts.joined()
-        video.concat_segments([parts.segment(i) for i in range(math.ceil(info.frame_count / per_segment))],
-                              written, joined, frames_per_segment=per_segment)
-        _check_joined(joined, info, job.target)
-        fs.place_file(joined, job.target, overwrite=output.overwrite)
-        parts.remove()
+        if isinstance(parts, FrameSequenceOutput):
+            parts.finish()
+        else:
+            _join_segments(parts, info, written, per_segment, job.target, output.overwrite)
     except LightsrError as error:
         stop.set()
         reader.join(timeout=10)
@@ -345,11 +363,28 @@ def _upscale_video(pool: EnginePool, job: Job, output: OutputSettings, settings:
         frames=frames, megapixels_in=frames * info.width * info.height / 1e6,
         megapixels_out=frames * out_w * out_h / 1e6, decode_seconds=reader.seconds,
         inference_seconds=inference_seconds, encode_seconds=writer.seconds,
-        wall_seconds=time.perf_counter() - started, resumed_from_frame=start_frame)
+        wall_seconds=time.perf_counter() - started, resumed_from_frame=start_frame, frames_upscaled=counts.upscaled)
 
 
-def _say_where_the_parts_are(error: LightsrError, parts: PartsFolder) -> None:
+def _join_segments(parts: PartsFolder, info: video.VideoInfo, written: video.VideoInfo, per_segment: int,
+                   target: Path, overwrite: bool) -> None:
+    """All segments into one checked file, with the source's other streams, renamed onto the target.
+    ``written`` is ``info`` as the output carries it (square samples after a target size)."""
+    joined = parts.joined()
+    video.concat_segments([parts.segment(i) for i in range(math.ceil(info.frame_count / per_segment))],
+                          written, joined, frames_per_segment=per_segment,
+                          copy_streams=info.path.is_file())  # a frame sequence has no other streams
+    _check_joined(joined, info, target)
+    fs.place_file(joined, target, overwrite=overwrite)
+    parts.remove()
+
+
+def _say_where_the_parts_are(error: LightsrError, parts: PartsFolder | FrameSequenceOutput) -> None:
     """Extend the error's hint by where the finished segments are (or that none were kept)."""
+    if isinstance(parts, FrameSequenceOutput):
+        where = parts.kept()
+        error.hint_template = f"{error.hint_template}; {where}" if error.hint_template else where
+        return
     finished = sorted(parts.folder.glob("segment_?????" + parts.suffix)) if parts.folder.is_dir() else []
     if finished:
         where = (f"{len(finished)} finished segment(s) are kept in {parts.folder}; after fixing the cause, "
@@ -360,41 +395,32 @@ def _say_where_the_parts_are(error: LightsrError, parts: PartsFolder) -> None:
     error.hint_template = f"{error.hint_template}; {where}" if error.hint_template else where
 
 
-def _frame_batches(frames_queue: queue.Queue, stop: threading.Event, size: int):
-    """Lists of up to ``size`` decoded frames, until the end of the stream (or a stop)."""
-    while not stop.is_set():
-        batch = []
-        while len(batch) < size:
-            frame = _get(frames_queue, stop)
-            if frame is _END:
-                break
-            batch.append(frame)
-        if batch:
-            yield batch
-        if len(batch) < size:
-            return
+def _queued_frames(frames_queue: queue.Queue, stop: threading.Event):
+    """Decoded frames from the reader thread, until the end of the stream (or a stop)."""
+    while (frame := _get(frames_queue, stop)) is not _END:
+        yield frame
 
 
-def _upscale_stream(pool: EnginePool, frames_queue: queue.Queue, results_queue: queue.Queue,
+def _upscale_stream(pool: EnginePool, batches, results_queue: queue.Queue,
                     stop: threading.Event, size: tuple[int, int]) -> float:
-    """The calling thread's part: batches of frames through the engines, in order.
+    """The calling thread's part: batches of frames through the engines, in order; --dedup's repeats
+    are filled in from the previous upscaled frame (dedup.py).
 
     Returns the inference seconds: the time the devices spent upscaling, divided by the number of
     devices (they work side by side), so frames / seconds is the model-only frame rate.
     """
     busy: list[float] = []
 
-    def upscale_batch(engine: Engine, batch: list[np.ndarray]) -> list[np.ndarray]:
+    def upscale_batch(engine: Engine, batch: FrameBatch) -> tuple[FrameBatch, list[np.ndarray]]:
         started = time.perf_counter()
-        results = list(upscale_rgb(engine, np.stack(batch)))
+        results = list(upscale_rgb(engine, np.stack(batch.frames)))
         if results and (results[0].shape[1], results[0].shape[0]) != size:  # --outscale or a target size
             results = [images.resize(frame, *size) for frame in results]
         busy.append(time.perf_counter() - started)
-        return results
+        return batch, results
 
-    for results in pool.map_ordered(upscale_batch, _frame_batches(frames_queue, stop, pool.primary.batch)):
-        for result in results:
-            if not _put(results_queue, result, stop):
-                return sum(busy) / len(pool)
+    for result in expand_reuse(pool.map_ordered(upscale_batch, batches)):
+        if not _put(results_queue, result, stop):
+            return sum(busy) / len(pool)
     _put(results_queue, _END, stop)
     return sum(busy) / len(pool)
