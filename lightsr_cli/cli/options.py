@@ -21,6 +21,12 @@ class Precision(str, Enum):
     bf16 = "bf16"
 
 
+class ClusterFiles(str, Enum):
+    auto = "auto"
+    shared = "shared"
+    transfer = "transfer"
+
+
 class ImageFormat(str, Enum):
     png = "png"
     jpeg = "jpeg"
@@ -52,3 +58,13 @@ WEIGHTS = typer.Option(None, "--weights", help="A checkpoint file (.pth/.pt/.ckp
 TTA = typer.Option(False, "--tta", help="8-way self-ensemble (flips and rotations): slower, slightly better.",
                    rich_help_panel="Engine")
 JSON = typer.Option(False, "--json", help="Print one machine-readable summary on stdout.")
+CLUSTER = typer.Option(None, "--cluster", help="Run on a Ray cluster (pip install 'lightsr[ray]'): ray (Ray on this "
+                       "machine), ray://HOST:10001 (Ray Client), or auto (the cluster RAY_ADDRESS names).",
+                       rich_help_panel="Cluster")
+GPUS_PER_WORKER = typer.Option(1.0, "--gpus-per-worker", min=0, help="GPUs per model replica on GPU nodes "
+                               "(0: CPU workers only).", rich_help_panel="Cluster")
+CPUS_PER_WORKER = typer.Option(None, "--cpus-per-worker", min=0.01, help="CPUs per model replica on CPU nodes "
+                               "(default: one replica per node, all its CPUs).", rich_help_panel="Cluster")
+CLUSTER_FILES = typer.Option(ClusterFiles.auto, "--cluster-files", help="shared: workers read and write the "
+                             "paths given here (all nodes see them); transfer: bytes travel through Ray's object "
+                             "store; auto: shared when every worker sees the paths.", rich_help_panel="Cluster")

@@ -225,7 +225,7 @@ def _write_segments(parts: PartsFolder, first_segment: int, per_segment: int, to
 
 # -- one job ---------------------------------------------------------------------------------------
 
-def _even_safe_encode(options: video.VideoEncodeSettings, width: int, height: int, bit_depth: int) -> video.VideoEncodeSettings:
+def even_safe_encode(options: video.VideoEncodeSettings, width: int, height: int, bit_depth: int) -> video.VideoEncodeSettings:
     """4:2:0 needs even sizes: an odd output size gets 4:4:4 unless the user chose a pixel format."""
     if options.pix_fmt or (width % 2 == 0 and height % 2 == 0):
         return options
@@ -248,7 +248,7 @@ def run_video_job(pool: EnginePool, job: Job, output: OutputSettings, settings: 
         return _upscale_video(pool, job, output, settings, reporter)
 
 
-def _check_joined(joined: Path, info: video.VideoInfo, target: Path) -> None:
+def check_joined(joined: Path, info: video.VideoInfo, target: Path) -> None:
     """The joined file must hold every frame of the source at its rate, or it never reaches the target."""
     result = video.probe_video(joined)
     if result.frame_count != info.frame_count or result.frame_rate != info.frame_rate:
@@ -270,7 +270,7 @@ def _upscale_video(pool: EnginePool, job: Job, output: OutputSettings, settings:
     out_w, out_h = output_size(info.width, info.height, engine.scale, outscale)
     if outscale and outscale != engine.scale:
         out_w, out_h = max(2, out_w), max(2, out_h)
-    options = _even_safe_encode(settings.encode, out_w, out_h, info.bit_depth)
+    options = even_safe_encode(settings.encode, out_w, out_h, info.bit_depth)
     per_segment = max(1, round(settings.segment_seconds * info.frame_rate))
     parts = PartsFolder(job.target, _plan_of(job, info, pool, settings, outscale, per_segment))
     first_segment = parts.start(settings.resume)
@@ -300,14 +300,14 @@ def _upscale_video(pool: EnginePool, job: Job, output: OutputSettings, settings:
         joined = parts.joined()
         video.concat_segments([parts.segment(i) for i in range(math.ceil(info.frame_count / per_segment))],
                               info, joined)
-        _check_joined(joined, info, job.target)
+        check_joined(joined, info, job.target)
         fs.place_file(joined, job.target, overwrite=output.overwrite)
         parts.remove()
     except LightsrError as error:
         stop.set()
         reader.join(timeout=10)
         writer.join(timeout=10)
-        _say_where_the_parts_are(error, parts)
+        say_where_the_parts_are(error, parts)
         raise
     except BaseException:
         stop.set()
@@ -324,7 +324,7 @@ def _upscale_video(pool: EnginePool, job: Job, output: OutputSettings, settings:
         wall_seconds=time.perf_counter() - started, resumed_from_frame=start_frame)
 
 
-def _say_where_the_parts_are(error: LightsrError, parts: PartsFolder) -> None:
+def say_where_the_parts_are(error: LightsrError, parts: PartsFolder) -> None:
     """Extend the error's hint by where the finished segments are (or that none were kept)."""
     finished = sorted(parts.folder.glob("segment_?????" + parts.suffix)) if parts.folder.is_dir() else []
     if finished:
