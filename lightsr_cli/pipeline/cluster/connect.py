@@ -7,6 +7,7 @@ whose node is lost can be restarted elsewhere) from the resources each live node
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,8 @@ from ..loading import EngineSettings
 from .units import ClusterSettings, lightsr_version
 
 INSTALL_HINT = "install it with: pip install 'lightsr[ray]'"
-MAX_RESTARTS = 4
-"""How often Ray restarts a worker whose process died (the driver resends its units)."""
+MAX_REPLACEMENTS = 8
+"""How many workers whose process died are replaced in one run (their units are sent again)."""
 
 
 def import_ray():
@@ -92,31 +93,55 @@ def plan_workers(nodes: list[dict], settings: ClusterSettings, device: str) -> l
     return placements
 
 
-def start_workers(ray, card: ModelCard, engine: EngineSettings, output: OutputSettings, weights: Path,
-                  settings: ClusterSettings) -> tuple[list, list]:
-    """Start one actor per placement; the checkpoint's bytes go into the object store once.
+class Workers:
+    """The run's actors, one per placement; a worker whose process died is replaced by a new one.
 
-    Returns (actors, their WorkerFacts); refuses workers that run another lightsr version.
+    Replacement is the driver's (the actors have no Ray restarts): a new actor on the same node if
+    it is still there, else on any node with room (soft affinity), at most ``MAX_REPLACEMENTS``
+    times per run, after which the lost worker's share goes to the others.
     """
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from .worker import UpscaleWorker
+    def __init__(self, ray, card: ModelCard, engine: EngineSettings, output: OutputSettings, weights: Path,
+                 settings: ClusterSettings) -> None:
+        from .worker import UpscaleWorker
 
-    placements = plan_workers(ray.nodes(), settings, engine.device)
-    weights_ref = ray.put(weights.read_bytes())
-    remote = ray.remote(UpscaleWorker)
-    actors = []
-    for place in placements:
-        options = {"num_cpus": place.cpus, "num_gpus": place.gpus, "max_restarts": MAX_RESTARTS,
-                   "max_task_retries": 0,
+        self._ray = ray
+        self._remote = ray.remote(UpscaleWorker)
+        self._args = (card, engine, output, weights.name)
+        self._placements = plan_workers(ray.nodes(), settings, engine.device)
+        self._weights_ref = ray.put(weights.read_bytes())  # once; every worker reads it from the object store
+        self.replaced = 0
+        self.actors = [self._start(place) for place in self._placements]
+        self.facts = ray.get([actor.facts.remote() for actor in self.actors])
+        others = sorted({f.version for f in self.facts if f.version != lightsr_version()})
+        if others:
+            raise UsageError(f"cluster workers run lightsr {', '.join(others)}, this machine {lightsr_version()}",
+                             hint="install the same lightsr version on every node")
+
+    def _start(self, place: Placement):
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        card, engine, output, weights_name = self._args
+        options = {"num_cpus": place.cpus, "num_gpus": place.gpus, "max_restarts": 0,
                    "scheduling_strategy": NodeAffinitySchedulingStrategy(place.node_id, soft=True)}
         worker_engine = EngineSettings(device=place.device, precision=engine.precision, tile=engine.tile,
                                        batch=engine.batch, tta=engine.tta, compile=engine.compile)
-        actors.append(remote.options(**options).remote(card, worker_engine, weights_ref, weights.name, output,
-                                                       max(1, int(place.cpus))))
-    facts = ray.get([actor.facts.remote() for actor in actors])
-    others = sorted({f.version for f in facts if f.version != lightsr_version()})
-    if others:
-        raise UsageError(f"cluster workers run lightsr {', '.join(others)}, this machine {lightsr_version()}",
-                         hint="install the same lightsr version on every node")
-    return actors, facts
+        return self._remote.options(**options).remote(card, worker_engine, [self._weights_ref], weights_name,
+                                                      output, max(1, int(place.cpus)))
+
+    def replace(self, index: int, dead) -> bool:
+        """Start a new worker in place of ``dead`` (unless done already); False when the replacements are spent."""
+        if self.actors[index] is not dead:
+            return self.actors[index] is not None  # replaced already after another of its units came back
+        if self.replaced >= MAX_REPLACEMENTS:
+            self.actors[index] = None
+            return False
+        self.replaced += 1
+        self.actors[index] = self._start(self._placements[index])
+        return True
+
+    def kill_all(self) -> None:
+        for actor in self.actors:
+            if actor is not None:
+                with contextlib.suppress(Exception):
+                    self._ray.kill(actor, no_restart=True)

@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import math
 import secrets
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from ..limits import check_input, check_output, output_size
 from ..loading import EngineSettings
 from ..run import NotesOnce, RunSummary
 from ..video import PartsFolder, VideoResult, VideoSettings, check_joined, even_safe_encode, say_where_the_parts_are
-from .connect import connect, start_workers
+from .connect import Workers, connect
 from .summary import ClusterPool, NodeTally
 from .units import ClusterSettings, FileAccess, ImageUnit, SegmentUnit, UnitOutcome
 
@@ -68,6 +69,7 @@ class _Video:
 class _Sent:
     unit: ImageUnit | SegmentUnit
     actor: int
+    handle: object
     attempt: int
     lock: fs.TargetLock | None = None
 
@@ -75,25 +77,35 @@ class _Sent:
 def run_jobs_on_cluster(card: ModelCard, engine: EngineSettings, jobs: list[Job], output: OutputSettings,
                         video: VideoSettings, cluster: ClusterSettings, reporter: Reporter | None = None,
                         weights_path: Path | None = None) -> tuple[ClusterRunSummary, ClusterPool]:
-    """Run every job on the cluster's workers; a job that fails is recorded and the others still run."""
+    """Run every job on the cluster's workers; a job that fails is recorded and the others still run.
+
+    Ray prints what its nodes report (a worker that died, ...) on stdout; during the run that goes
+    to stderr, so stdout carries only data (the --json summary).
+    """
+    with contextlib.redirect_stdout(sys.stderr):
+        return _run_on_cluster(card, engine, jobs, output, video, cluster, reporter, weights_path)
+
+
+def _run_on_cluster(card: ModelCard, engine: EngineSettings, jobs: list[Job], output: OutputSettings,
+                    video: VideoSettings, cluster: ClusterSettings, reporter: Reporter | None,
+                    weights_path: Path | None) -> tuple[ClusterRunSummary, ClusterPool]:
     reporter = NotesOnce(reporter or NullReporter())
     checkpoint = weights_path or weights.ensure_weights(card, reporter).path  # resolved and verified once, here
     ray, connected_here = connect(cluster)
-    actors: list = []
+    workers = None
     try:
-        actors, facts = start_workers(ray, card, engine, output, checkpoint, cluster)
-        shared = _shared_storage(ray, actors, jobs, cluster.files)
-        run = _Run(ray, actors, facts, card, output, (video, cluster), reporter, shared)
+        workers = Workers(ray, card, engine, output, checkpoint, cluster)
+        shared = _shared_storage(ray, workers.actors, jobs, cluster.files)
+        run = _Run(ray, workers, card, output, (video, cluster), reporter, shared)
         try:
             summary = run.all(jobs)
         except BaseException:
             run.abort()
             raise
-        return summary, ClusterPool.of(facts, card.id, run.fp32_fallbacks, run.resent)
+        return summary, ClusterPool.of(workers.facts, card.id, run.fp32_fallbacks, run.resent)
     finally:
-        for actor in actors:
-            with contextlib.suppress(Exception):
-                ray.kill(actor, no_restart=True)
+        if workers is not None:
+            workers.kill_all()
         if connected_here:
             ray.shutdown()
 
@@ -121,21 +133,22 @@ def _shared_storage(ray, actors: list, jobs: list[Job], access: FileAccess) -> b
 
 
 class _Run:
-    def __init__(self, ray, actors: list, facts: list, card: ModelCard, output: OutputSettings,
+    def __init__(self, ray, workers: Workers, card: ModelCard, output: OutputSettings,
                  settings: tuple[VideoSettings, ClusterSettings], reporter: NotesOnce, shared: bool) -> None:
-        self.ray, self.actors, self.facts = ray, actors, facts
+        self.ray, self.workers, self.facts = ray, workers, workers.facts
+        self.actors = workers.actors  # the same list: a replaced worker's new handle shows here
         self.scale, self.model_id = card.scale, card.id
         self.output, (self.video, self.cluster), self.reporter, self.shared = output, settings, reporter, shared
-        self.load = [0] * len(actors)
+        self.load = [0] * len(self.actors)
         self.queue: deque = deque()
         self.in_flight: dict = {}
         self.videos: dict[Path, _Video] = {}
         self.summary = ClusterRunSummary()
-        self.tally = NodeTally(facts)
+        self.tally = NodeTally(self.facts)
         self.fp32_fallbacks = 0
         self.resent = 0
         self.files = None
-        for note in dict.fromkeys(n for f in facts for n in f.notes):
+        for note in dict.fromkeys(n for f in self.facts for n in f.notes):
             reporter.note(f"note: {note}")
 
     # -- the loop --------------------------------------------------------------------------------
@@ -164,13 +177,18 @@ class _Run:
         return self.summary
 
     def _free_actor(self) -> int | None:
-        index = min(range(len(self.actors)), key=lambda i: self.load[i])
+        live = [i for i, actor in enumerate(self.actors) if actor is not None]
+        if not live:
+            return None
+        index = min(live, key=lambda i: self.load[i])
         return index if self.load[index] < self.cluster.units_in_flight else None
 
     def _send_while_room(self) -> None:
         while self.queue:
             actor = self._free_actor()
             if actor is None:
+                if not self.in_flight and not any(self.actors):
+                    self._no_workers_left()
                 return
             item, attempt, lock = self.queue.popleft()
             if isinstance(item, Job) and item.kind is MediaKind.VIDEO:
@@ -191,7 +209,7 @@ class _Run:
         else:
             data = None if unit.shared else self.ray.put(unit.job.source.read_bytes())
             ref = handle.image.remote(unit, data)
-        self.in_flight[ref] = _Sent(unit, actor, attempt, lock)
+        self.in_flight[ref] = _Sent(unit, actor, handle, attempt, lock)
         self.load[actor] += 1
 
     def _collect(self, ref) -> None:
@@ -215,6 +233,7 @@ class _Run:
     def _worker_lost(self, sent: _Sent, error: Exception) -> None:
         """The worker died with the unit: Ray restarts it; the unit goes out again (or fails after enough tries)."""
         name = sent.unit.job.source.name
+        self.workers.replace(sent.actor, sent.handle)
         if sent.attempt < self.cluster.attempts:
             self.resent += 1
             self.reporter.note(f"note: a cluster worker stopped while working on {name}; sending it again")
@@ -227,6 +246,17 @@ class _Run:
             self._segment_failed(self.videos[sent.unit.job.target], failure)
         else:
             self._file_done(sent.unit.job, failure, sent.lock)
+
+    def _no_workers_left(self) -> None:
+        """Every worker died more often than replaced: what is still queued fails, the run ends."""
+        error = LightsrError("no cluster workers are left (they stopped more often than they could be replaced)",
+                             hint="see the Ray logs of the nodes (`ray logs`); check each node's memory")
+        while self.queue:
+            item, _attempt, lock = self.queue.popleft()
+            if isinstance(item, SegmentUnit):
+                self._segment_failed(self.videos[item.job.target], error)
+            else:
+                self._file_done(item if isinstance(item, Job) else item.job, error, lock)
 
     # -- images ----------------------------------------------------------------------------------
 
@@ -397,7 +427,7 @@ class _Run:
     def _end_video(self, state: _Video, error: LightsrError | None) -> None:
         state.progress.close()
         if state.source_ref is not None:
-            for actor in self.actors:
+            for actor in filter(None, self.actors):
                 actor.forget_video.remote(str(state.job.source))
             state.source_ref = None
         self.videos.pop(state.job.target, None)
@@ -407,9 +437,7 @@ class _Run:
 
     def abort(self) -> None:
         """Stop every worker, release every claim; targets hold nothing half-written (finished segments stay)."""
-        for actor in self.actors:
-            with contextlib.suppress(Exception):
-                self.ray.kill(actor, no_restart=True)
+        self.workers.kill_all()
         for sent in self.in_flight.values():
             if sent.lock is not None:
                 sent.lock.release()

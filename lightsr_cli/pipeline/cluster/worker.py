@@ -54,8 +54,9 @@ class _NotesKept:
 class UpscaleWorker:
     """One model replica (made a Ray actor by the driver: ``ray.remote(UpscaleWorker)``)."""
 
-    def __init__(self, card: ModelCard, settings: EngineSettings, weights_bytes: bytes, weights_name: str,
+    def __init__(self, card: ModelCard, settings: EngineSettings, weights: list, weights_name: str,
                  output: OutputSettings, threads: int) -> None:
+        """``weights``: [ObjectRef of the checkpoint's bytes] (in a list, so a restarted worker fetches it again)."""
         import ray
 
         if threads > 0 and settings.device == "cpu":
@@ -64,7 +65,7 @@ class UpscaleWorker:
             torch.set_num_threads(threads)
         self._scratch = Path(tempfile.mkdtemp(prefix="lightsr-worker-"))
         weights_path = self._scratch / weights_name
-        weights_path.write_bytes(weights_bytes)
+        weights_path.write_bytes(ray.get(weights[0]))
         self._pool = load_pool(card, settings, weights_path=weights_path)
         self._output = output
         self._node_id = ray.get_runtime_context().get_node_id()
