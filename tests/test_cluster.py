@@ -210,3 +210,66 @@ def test_ctrl_c_leaves_no_partial_targets_and_resume_finishes(tmp_path, ray_addr
     local = lightsr(str(clip), "-o", str(tmp_path / "local.mkv"), *VIDEO_ARGS)
     assert local.returncode == 0, local.stderr
     assert framemd5(out / "clip_x4.mkv") == framemd5(tmp_path / "local.mkv")
+
+
+# -- without a cluster ---------------------------------------------------------------------------
+
+def _run_python(code: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), cwd=tmp_path,
+                          timeout=180)
+
+
+def test_cluster_without_ray_says_how_to_install_it(tmp_path):
+    make_photos(tmp_path / "photos")
+    code = ("import sys, runpy\nsys.modules['ray'] = None  # as if ray were not installed\n"
+            f"sys.argv = ['lightsr', 'upscale', 'photos', '--model', '{MODEL}', '--cluster', 'ray']\n"
+            "runpy.run_module('lightsr_cli', run_name='__main__')")
+    result = _run_python(code, tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "error: --cluster needs Ray, which is not installed" in result.stderr
+    assert "pip install 'lightsr[ray]'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list((tmp_path / "photos").glob("*_x4*"))
+
+
+def test_help_and_local_runs_never_import_ray(tmp_path):
+    make_photos(tmp_path / "photos")
+    code = ("import sys, runpy\n"
+            "for argv in (['lightsr', '--help'], ['lightsr', 'upscale', '--help'],\n"
+            f"             ['lightsr', 'upscale', 'photos', '-o', 'out', '--model', '{MODEL}', '-q']):\n"
+            "    sys.argv = argv\n"
+            "    try:\n        runpy.run_module('lightsr_cli', run_name='__main__')\n"
+            "    except SystemExit as exit:\n        assert not exit.code, exit.code\n"
+            "assert 'ray' not in sys.modules, 'imported ray'\nprint('ray-free')")
+    result = _run_python(code, tmp_path)
+    assert result.returncode == 0 and "ray-free" in result.stdout, result.stderr
+    assert "--cluster" in result.stdout and "--gpus-per-worker" in result.stdout
+    assert len(list((tmp_path / "out").glob("*_x4*"))) == 4
+
+
+def test_bad_cluster_values_are_usage_errors(tmp_path):
+    make_photos(tmp_path / "photos")
+    result = subprocess.run([sys.executable, "-m", "lightsr_cli", "upscale", "photos", "--model", MODEL,
+                             "--cluster", "spark://x"], capture_output=True, text=True, env=_env(), cwd=tmp_path,
+                            timeout=120)
+    assert result.returncode == 2
+    assert "error: --cluster spark://x: expected ray, ray://HOST:PORT or auto" in result.stderr
+
+
+def test_workers_are_planned_per_gpu_or_per_cpus():
+    from lightsr_cli.errors import DeviceError
+    from lightsr_cli.pipeline.cluster import ClusterSettings
+    from lightsr_cli.pipeline.cluster.connect import plan_workers
+
+    nodes = [{"NodeID": "gpu", "Alive": True, "Resources": {"CPU": 16.0, "GPU": 2.0}},
+             {"NodeID": "cpu", "Alive": True, "Resources": {"CPU": 8.0}},
+             {"NodeID": "gone", "Alive": False, "Resources": {"CPU": 64.0}},
+             {"NodeID": "head", "Alive": True, "Resources": {"CPU": 0.0}}]
+    placed = plan_workers(nodes, ClusterSettings(), "auto")
+    assert [(p.node_id, p.device, p.gpus, p.cpus) for p in placed] == [
+        ("gpu", "cuda", 1.0, 1.0), ("gpu", "cuda", 1.0, 1.0), ("cpu", "cpu", 0.0, 8.0)]
+    placed = plan_workers(nodes, ClusterSettings(cpus_per_worker=3), "cpu")
+    assert [(p.node_id, p.cpus) for p in placed] == [("gpu", 3.0)] * 5 + [("cpu", 3.0)] * 2
+    assert len(plan_workers(nodes, ClusterSettings(gpus_per_worker=2), "auto")) == 2
+    with pytest.raises(DeviceError, match="no worker fits"):
+        plan_workers(nodes, ClusterSettings(cpus_per_worker=32), "cpu")

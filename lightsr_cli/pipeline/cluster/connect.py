@@ -51,6 +51,9 @@ def connect(settings: ClusterSettings):
         return ray, False
     try:
         ray.init(address=settings.address, log_to_driver=False, logging_level="ERROR", include_dashboard=False)
+    except ImportError as error:  # Ray Client (ray://) needs grpcio, which plain ray does not install
+        raise UsageError(f"{{--cluster {settings.address}}} needs Ray Client: {error}",
+                         hint="install it with: pip install 'ray[client]'") from None
     except ConnectionError as error:
         raise UsageError(f"cannot join the Ray cluster: {error}",
                          hint="start it with `ray start --head` (then `ray start --address HEAD:6379` on each "

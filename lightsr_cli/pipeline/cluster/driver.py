@@ -207,7 +207,12 @@ class _Run:
                 return
             ref = handle.segment.remote(unit, [] if state.source_ref is None else [state.source_ref])
         else:
-            data = None if unit.shared else self.ray.put(unit.job.source.read_bytes())
+            try:
+                data = None if unit.shared else self.ray.put(unit.job.source.read_bytes())
+            except OSError as error:
+                self._file_done(unit.job, LightsrError(f"cannot read {unit.job.source}: {error.strerror or error}"),
+                                lock)
+                return
             ref = handle.image.remote(unit, data)
         self.in_flight[ref] = _Sent(unit, actor, handle, attempt, lock)
         self.load[actor] += 1
@@ -270,11 +275,10 @@ class _Run:
             lock.acquire()
             if not self.output.overwrite and job.target.exists():
                 raise fs.output_exists_error(job.target)
-            self._send(ImageUnit(job, shared=False), actor, 1, lock)
         except LightsrError as error:
             self._file_done(job, error, lock)
-        except OSError as error:
-            self._file_done(job, LightsrError(f"cannot read {job.source}: {error.strerror or error}"), lock)
+            return
+        self._send(ImageUnit(job, shared=False), actor, 1, lock)
 
     def _image_back(self, sent: _Sent, outcome: UnitOutcome) -> None:
         job = sent.unit.job
