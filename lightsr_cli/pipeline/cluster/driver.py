@@ -114,9 +114,11 @@ def _shared_storage(ray, actors: list, jobs: list[Job], access: FileAccess) -> b
     """Whether workers use the driver's paths: asked for, or (auto) every worker sees inputs and output folders."""
     if access is not FileAccess.AUTO or not jobs:
         return access is FileAccess.SHARED
-    probes = []
+    probes, made = [], []
     try:
         for folder in sorted({job.target.parent for job in jobs}):
+            if not folder.is_dir():
+                made.append(folder)
             probe = folder / f".lightsr-cluster-probe-{secrets.token_hex(8)}"
             fs.write_bytes(probe, secrets.token_bytes(secrets.randbelow(4096) + 1), overwrite=False)
             probes.append(probe)
@@ -128,8 +130,9 @@ def _shared_storage(ray, actors: list, jobs: list[Job], access: FileAccess) -> b
     finally:
         for probe in probes:
             probe.unlink(missing_ok=True)
+        for folder in made:  # the jobs create their folders again; a failed run leaves none behind
             with contextlib.suppress(OSError):
-                probe.parent.rmdir()  # only when the probe made the folder (empty again)
+                folder.rmdir()
 
 
 class _Run:
@@ -187,7 +190,7 @@ class _Run:
         while self.queue:
             actor = self._free_actor()
             if actor is None:
-                if not self.in_flight and not any(self.actors):
+                if not self.in_flight and all(actor is None for actor in self.actors):
                     self._no_workers_left()
                 return
             item, attempt, lock = self.queue.popleft()
@@ -239,6 +242,7 @@ class _Run:
         """The worker died with the unit: Ray restarts it; the unit goes out again (or fails after enough tries)."""
         name = sent.unit.job.source.name
         self.workers.replace(sent.actor, sent.handle)
+        _remove_temp_of_a_killed_worker(sent.unit)
         if sent.attempt < self.cluster.attempts:
             self.resent += 1
             self.reporter.note(f"note: a cluster worker stopped while working on {name}; sending it again")
@@ -352,7 +356,8 @@ class _Run:
             out_w, out_h = max(2, out_w), max(2, out_h)
         encode = even_safe_encode(self.video.encode, out_w, out_h, info.bit_depth)
         per_segment = max(1, round(self.video.segment_seconds * info.frame_rate))
-        first = self.ray.get(self.actors[0].facts.remote(info.height, info.width))
+        asked = next(actor for actor in self.actors if actor is not None)
+        first = self.ray.get(asked.facts.remote(info.height, info.width))  # its tile is every worker's
         parts = PartsFolder(job.target, self._plan(job, info, first, encode, per_segment))
         first_segment = parts.start(self.video.resume)
         start_frame = min(first_segment * per_segment, info.frame_count)
@@ -445,11 +450,16 @@ class _Run:
         for sent in self.in_flight.values():
             if sent.lock is not None:
                 sent.lock.release()
-            if isinstance(sent.unit, ImageUnit) and sent.unit.shared:  # the killed worker's temp file, if any
-                target = sent.unit.job.target
-                for temp in target.parent.glob(f".{glob_escape(target.name)}.*.part"):
-                    temp.unlink(missing_ok=True)
+            _remove_temp_of_a_killed_worker(sent.unit)
         for state in list(self.videos.values()):
             state.progress.close()
             state.lock.release()
         self.in_flight.clear()
+
+
+def _remove_temp_of_a_killed_worker(unit) -> None:
+    """A worker killed while writing a shared target leaves its hidden temp file (fs.write_bytes) beside it."""
+    if isinstance(unit, ImageUnit) and unit.shared:
+        target = unit.job.target
+        for temp in target.parent.glob(f".{glob_escape(target.name)}.*.part"):
+            temp.unlink(missing_ok=True)
