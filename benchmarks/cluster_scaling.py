@@ -125,6 +125,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=48)
     parser.add_argument("--segment-seconds", type=float, default=0.25)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--note", default="", help="said in the results file (e.g. how loaded the machine was)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results-cluster-scaling.json")
     options = parser.parse_args()
     size = tuple(int(v) for v in options.size.split("x"))
@@ -138,6 +139,7 @@ def main() -> None:
         photos, clip = make_inputs(work, options.images, size, video_size, options.frames)
         results = {
             "command": " ".join(["python", "benchmarks/cluster_scaling.py", *sys.argv[1:]]),
+            "note": options.note,
             "machine": {"cpus": os.cpu_count(), "load_average_at_start": os.getloadavg(),
                         "platform": platform.platform(), "python": platform.python_version()},
             "inputs": {"model": options.model, "images": options.images, "size": options.size,
