@@ -21,6 +21,12 @@ class Precision(str, Enum):
     bf16 = "bf16"
 
 
+class ClusterFiles(str, Enum):
+    auto = "auto"
+    shared = "shared"
+    transfer = "transfer"
+
+
 class ImageFormat(str, Enum):
     png = "png"
     jpeg = "jpeg"
@@ -72,3 +78,13 @@ WIDTH = typer.Option(None, "--width", help="Final width in pixels; the height fo
                      rich_help_panel="Size")
 HEIGHT = typer.Option(None, "--height", help="Final height in pixels; the width follows the aspect ratio.",
                       rich_help_panel="Size")
+CLUSTER = typer.Option(None, "--cluster", help="Run on a Ray cluster (pip install 'lightsr[ray]'): ray (Ray on this "
+                       "machine), ray://HOST:10001 (Ray Client), or auto (the cluster RAY_ADDRESS names).",
+                       rich_help_panel="Cluster")
+GPUS_PER_WORKER = typer.Option(1.0, "--gpus-per-worker", min=0, help="GPUs per model replica on GPU nodes "
+                               "(0: CPU workers only).", rich_help_panel="Cluster")
+CPUS_PER_WORKER = typer.Option(None, "--cpus-per-worker", min=0.01, help="CPUs per model replica on CPU nodes "
+                               "(default: one replica per node, all its CPUs).", rich_help_panel="Cluster")
+CLUSTER_FILES = typer.Option(ClusterFiles.auto, "--cluster-files", help="shared: workers read and write the "
+                             "paths given here (all nodes see them); transfer: bytes travel through Ray's object "
+                             "store; auto: shared when every worker sees the paths.", rich_help_panel="Cluster")

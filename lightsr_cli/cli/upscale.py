@@ -82,6 +82,10 @@ def upscale(
     max_input_megapixels: Optional[float] = typer.Option(
         None, "--max-input-megapixels", min=0.000001, help="Refuse larger inputs before decoding them (default 100, "
         "or LIGHTSR_MAX_INPUT_MEGAPIXELS).", rich_help_panel="Limits"),
+    cluster: Optional[str] = options.CLUSTER,
+    gpus_per_worker: float = options.GPUS_PER_WORKER,
+    cpus_per_worker: Optional[float] = options.CPUS_PER_WORKER,
+    cluster_files: options.ClusterFiles = options.CLUSTER_FILES,
     max_output_megapixels: Optional[float] = typer.Option(
         None, "--max-output-megapixels", min=0.000001, help="Refuse jobs whose result is larger (default 400, "
         "or LIGHTSR_MAX_OUTPUT_MEGAPIXELS).", rich_help_panel="Limits"),
@@ -96,6 +100,7 @@ def upscale(
     from ..pipeline.jobs import NamingSettings, plan_jobs
     from ..pipeline.sizing import target_from_options
 
+    cluster_settings = _cluster_settings(cluster, gpus_per_worker, cpus_per_worker, cluster_files)
     target = target_from_options(fit, fill, width, height, outscale)
     preset_name = preset.value if preset else None
     piped = pipes.uses_pipes(inputs, output)
@@ -141,12 +146,18 @@ def upscale(
     with ffmpeg_for_this_run(ffmpeg_binary), RichReporter(quiet=quiet, debug=debug) as reporter:
         if ffmpeg_binary:
             ffmpeg_exe()  # checked now: a wrong path fails before any model is loaded
-        pool = load_pool(card, engine_settings, reporter, weights_path=weights_file)
-        for note in pool.notes:
-            reporter.note(f"note: {note}")
         video_settings = VideoSettings(VideoEncodeSettings(codec, crf, video_preset, pix_fmt, tuple(ffmpeg_args)),
                                        segment_seconds, resume, dedup_settings, sequence_rate)
-        summary = run_jobs(pool, plan.jobs, settings, video_settings, reporter)
+        if cluster_settings is not None:
+            from ..pipeline.cluster import run_jobs_on_cluster
+
+            summary, pool = run_jobs_on_cluster(card, engine_settings, plan.jobs, settings, video_settings,
+                                                cluster_settings, reporter, weights_path=weights_file)
+        else:
+            pool = load_pool(card, engine_settings, reporter, weights_path=weights_file)
+            for note in pool.notes:
+                reporter.note(f"note: {note}")
+            summary = run_jobs(pool, plan.jobs, settings, video_settings, reporter)
     summary.skipped.extend(plan.skipped)
     report = _summary_dict(summary, card, pool)
     if as_json:
@@ -155,6 +166,19 @@ def upscale(
         _print_summary(report)
     if summary.failed:
         raise typer.Exit(1)
+
+
+def _cluster_settings(cluster: str | None, gpus_per_worker: float, cpus_per_worker: float | None, files):
+    """--cluster and its options -> ClusterSettings (None: a local run; Ray is not imported here)."""
+    if cluster is None:
+        return None
+    from ..pipeline.cluster import ClusterSettings, FileAccess
+    from ..pipeline.cluster.connect import import_ray, parse_cluster
+
+    address = parse_cluster(cluster)
+    import_ray()  # before any work: without Ray, one line saying how to install it
+    return ClusterSettings(address=address, gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,
+                           files=FileAccess(files.value))
 
 
 def _pixel_limits(max_input: float | None, max_output: float | None, limits_type):
@@ -183,6 +207,7 @@ def _summary_dict(summary, card, pool) -> dict:
         "megapixels_out_per_second": round(summary.megapixels_out / seconds, 4) if seconds > 0 else None,
         "fp32_fallbacks": pool.fp32_fallbacks,
         **_video_summary(summary.videos),
+        **({"cluster": summary.cluster} if getattr(summary, "cluster", None) else {}),
     }
 
 

@@ -8,6 +8,7 @@ can be used by the Python API and ``bench`` without loading the video machinery)
 - ``jobs``: inputs (files, folders, globs) -> jobs with their output paths;
 - ``images``: one image job; ``video``: one video job (threads, segments, resume);
 - ``run``: every job of a run, failures recorded, the rest going on;
+- ``cluster``: the same jobs on a Ray cluster (``--cluster``; Ray imported only there);
 - ``evaluation``: PSNR/SSIM-Y on benchmark folders; ``bench``: speed of one engine;
 - ``compare``: one image through bicubic and several models (timed, scored, cropped);
   ``compare_output``: the grid picture and slider page it writes.

@@ -239,7 +239,7 @@ def _write_segments(parts: PartsFolder, first_segment: int, per_segment: int, to
 
 # -- one job ---------------------------------------------------------------------------------------
 
-def _even_safe_encode(options: video.VideoEncodeSettings, width: int, height: int, bit_depth: int) -> video.VideoEncodeSettings:
+def even_safe_encode(options: video.VideoEncodeSettings, width: int, height: int, bit_depth: int) -> video.VideoEncodeSettings:
     """4:2:0 needs even sizes: an odd output size gets 4:4:4 unless the user chose a pixel format."""
     if options.pix_fmt or (width % 2 == 0 and height % 2 == 0):
         return options
@@ -262,7 +262,7 @@ def run_video_job(pool: EnginePool, job: Job, output: OutputSettings, settings: 
         return _upscale_video(pool, job, output, settings, reporter)
 
 
-def _check_joined(joined: Path, info: video.VideoInfo, target: Path) -> None:
+def check_joined(joined: Path, info: video.VideoInfo, target: Path) -> None:
     """The joined file must hold every frame of the source at its rate, or it never reaches the target."""
     result = video.probe_video(joined)
     timing = video.timing_problem(info, result, target.suffix)
@@ -298,7 +298,7 @@ def _upscale_video(pool: EnginePool, job: Job, output: OutputSettings, settings:
     check_input(f"each frame of {job.source.name}", info.width, info.height, output.limits)
     check_output(f"each frame of {job.source.name}", info.width, info.height, engine.scale, outscale, output.limits,
                  (out_w, out_h) if output.target else None)
-    options = _even_safe_encode(settings.encode, out_w, out_h, info.bit_depth)
+    options = even_safe_encode(settings.encode, out_w, out_h, info.bit_depth)
     video.check_encoder(options.codec)
     for warning in video.timing_warnings(info, job.target) + video.hdr_warnings(options.codec, info.hdr):
         reporter.note(f"warning: {warning}")
@@ -349,7 +349,7 @@ def _upscale_video(pool: EnginePool, job: Job, output: OutputSettings, settings:
         stop.set()
         reader.join(timeout=10)
         writer.join(timeout=10)
-        _say_where_the_parts_are(error, parts)
+        say_where_the_parts_are(error, parts)
         raise
     except BaseException:
         stop.set()
@@ -374,12 +374,12 @@ def _join_segments(parts: PartsFolder, info: video.VideoInfo, written: video.Vid
     video.concat_segments([parts.segment(i) for i in range(math.ceil(info.frame_count / per_segment))],
                           written, joined, frames_per_segment=per_segment,
                           copy_streams=info.path.is_file())  # a frame sequence has no other streams
-    _check_joined(joined, info, target)
+    check_joined(joined, info, target)
     fs.place_file(joined, target, overwrite=overwrite)
     parts.remove()
 
 
-def _say_where_the_parts_are(error: LightsrError, parts: PartsFolder | FrameSequenceOutput) -> None:
+def say_where_the_parts_are(error: LightsrError, parts: PartsFolder | FrameSequenceOutput) -> None:
     """Extend the error's hint by where the finished segments are (or that none were kept)."""
     if isinstance(parts, FrameSequenceOutput):
         where = parts.kept()
