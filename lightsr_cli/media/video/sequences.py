@@ -30,6 +30,7 @@ from ... import fs
 from ...errors import InputError, UsageError
 from .. import images
 from .probe import ColourTags, VideoInfo
+from .timeline import Timeline
 
 SIDECAR_NAME = "lightsr-sequence.json"
 DEFAULT_RATE = Fraction(24000, 1001)
@@ -131,7 +132,9 @@ def scan_sequence(source: Path, frame_rate: Fraction | None = None) -> SequenceI
         bit_depth=max((sidecar or {}).get("bit_depth", 16), 9) if deep else 8,
         rotation=(sidecar or {}).get("rotation", 0) % 360, colour=colour,
         sample_aspect_ratio=_fraction_or_none(sar), files=files, first_number=numbers[0],
-        rate_from=rate_from, alpha_dropped=raw.ndim == 3 and raw.shape[2] in (2, 4))
+        rate_from=rate_from, alpha_dropped=raw.ndim == 3 and raw.shape[2] in (2, 4),
+        # numbered frames are shown at the sequence's rate: frame k at k / rate, exactly
+        timeline=Timeline(time_base=1 / rate, pts=tuple(range(len(files))), end=len(files)))
 
 
 def _naming_of_folder(folder: Path) -> SequenceNaming:
