@@ -40,7 +40,7 @@ def device_kind(device: str) -> str:
 
 
 def pick_backend(requested: str, model_id: str, device: str, settings=None) -> str:
-    """'torch' or 'onnxruntime' for this model on this device."""
+    """'torch' or 'onnxruntime' for this model on this device (auto: only where measured faster)."""
     from ..errors import UsageError
 
     requested = (requested or "torch").strip().lower()

@@ -33,7 +33,7 @@ MIN_OPSET = 14
 FP32_TOLERANCE = 1e-4
 FP16_TOLERANCE = 2e-2
 # Outside this range (on the [0,1] scale) a network's own output on noise has run away.
-_SANE_OUTPUT = (-1.0, 2.0)
+_SANE_OUTPUT = (-2.0, 3.0)
 
 
 @dataclass(frozen=True)
@@ -135,6 +135,9 @@ def export_onnx(network: nn.Module, spec: ArchSpec, scale: int, target: Path, se
     onnx, ort = _onnx_modules()
     if settings.opset < MIN_OPSET:
         raise UsageError(f"{{--opset {settings.opset}}} is too old: lightsr exports opset {MIN_OPSET} or later")
+    if not settings.static and spec.onnx_fixed_size:
+        raise ModelError(f"{spec.name} cannot be exported with a dynamic input size: {spec.onnx_fixed_size}",
+                         hint="export one size with {--static WxH}")
     if target.exists() and not overwrite:
         raise output_exists_error(target)
     wrapped = ZeroToOne(network, spec.input_range).eval()

@@ -25,6 +25,7 @@ from ..settings import read_settings
 from ..weights import ensure_weights, file_digest, file_lock
 from .loading import EngineSettings, load_network
 
+
 def lightsr_version() -> str:
     """The installed lightsr's version (part of every cache key: a new lightsr exports again)."""
     from importlib.metadata import PackageNotFoundError, version
@@ -128,8 +129,11 @@ def load_onnx_engine(card: ModelCard, settings: EngineSettings, reporter: Report
     reporter = reporter or NullReporter()
     if settings.compile:
         raise UsageError("{--compile} is a torch feature", hint="drop it, or use {--backend torch}")
-    choice = choose_providers(device or settings.device)
     spec = get_spec(card.arch)
+    if spec.onnx_fixed_size:
+        raise UsageError(f"{card.arch} does not run on {{--backend onnxruntime}}: {spec.onnx_fixed_size}",
+                         hint="use {--backend torch}")
+    choice = choose_providers(device or settings.device)
     requested = (settings.precision or "auto").lower()
     on_gpu = choice.providers[0] != "CPUExecutionProvider"
     fp16 = on_gpu and spec.fp16_safe and requested in ("auto", "fp16")
