@@ -150,8 +150,9 @@ def test_providers_map_devices_and_refuse_missing_ones_naming_what_is_there():
 
 def test_auto_backend_follows_the_committed_measurements():
     results = json.loads((REPO / "benchmarks" / "results-backend-cpu.json").read_text())
-    assert backends.MEASURED_PICKS["cpu"] == {model: "onnxruntime" for model, pick in results["picks"].items()
-                                              if pick == "onnxruntime"}
+    adopted = backends.MEASURED_PICKS["cpu"]
+    assert adopted and all(results["picks"][model] == pick for model, pick in adopted.items())
+    assert backends.pick_backend("auto", "emt-x4", "cpu") == "onnxruntime"
     assert backends.pick_backend("auto", "bsrn-x4", "dml") == "onnxruntime"  # only onnxruntime serves it
     assert backends.pick_backend("auto", "grl-tiny-x4", "cpu") == "torch"
     assert backends.pick_backend("torch", "emt-x4", "cpu") == "torch"
@@ -183,7 +184,8 @@ def test_video_and_resume_run_through_onnxruntime(tmp_path, mirror):
     assert CliRunner().invoke(app, [*common, "--backend", "torch", "-o", str(tmp_path / "t.mkv")]).exit_code == 0
     straight = decode_all(tmp_path / "a.mkv")
     assert straight.shape == (48, 128, 192, 3)
-    assert np.abs(straight.astype(int) - decode_all(tmp_path / "t.mkv").astype(int)).max() <= 1
+    difference = np.abs(straight.astype(int) - decode_all(tmp_path / "t.mkv").astype(int))
+    assert difference.max() <= 4 and difference.mean() < 0.05  # +-1 in RGB, through YUV 4:2:0 and back
     # Interrupted after a few segments, then resumed: the same frames as the straight run.
     target, parts = tmp_path / "b.mkv", tmp_path / ".b.mkv.lightsr-parts"
     process = subprocess.Popen([sys.executable, "-m", "lightsr_cli", *common, "--backend", "onnxruntime", "-o",
