@@ -203,3 +203,19 @@ def test_video_and_resume_run_through_onnxruntime(tmp_path, mirror):
     assert resumed.exit_code == 0, resumed.stderr
     np.testing.assert_array_equal(decode_all(target), straight)
     assert not parts.exists()
+
+
+def test_python_api_and_bench_take_the_backend(mirror):
+    from lightsr_cli import Upscaler
+
+    install_cached("bsrn-s-x4")
+    image = (np.random.default_rng(0).random((20, 30, 3)) * 255).astype(np.uint8)
+    ours = Upscaler("bsrn-s-x4", device="cpu", backend="onnxruntime")
+    assert ours.engine.backend == "onnxruntime"
+    theirs = Upscaler("bsrn-s-x4", device="cpu", backend="torch").upscale(image)
+    assert np.abs(ours.upscale(image).astype(int) - theirs.astype(int)).max() <= 1
+    result = CliRunner().invoke(app, ["bench", "-m", "bsrn-s-x4", "--backend", "onnxruntime", "--device", "cpu",
+                                      "--size", "64x48", "--repeats", "1", "--json"])
+    assert result.exit_code == 0, result.stderr
+    row = json.loads(result.stdout)[0]
+    assert row["backend"] == "onnxruntime" and row["model_ms"] > 0
