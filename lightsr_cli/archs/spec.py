@@ -57,6 +57,9 @@ class ArchSpec:
     """The same in fp16/bf16; None: half the fp32 figure. Set where parts stay fp32 in half
     precision (attention logits and softmax, statistics), which then dominate."""
     widest_activation: int = 256
+    onnx_fixed_size: str = ""
+    """Why a traced ONNX graph of this network holds for one input size only (empty: any size).
+    Such a network exports with a static size only, and does not run on the onnxruntime backend."""
     """Elements per LR input pixel of the largest single tensor of a forward pass: a pass whose
     tensor would reach 2^31 elements (beyond 32-bit indexing in many CUDA kernels) is tiled."""
 

@@ -37,6 +37,7 @@ def bench(
     device: str = options.DEVICE,
     precision: options.Precision = options.PRECISION,
     compile_network: bool = options.COMPILE,
+    backend: options.Backend = options.BACKEND,
     repeats: int = typer.Option(3, "--repeats", min=1, help="Timed runs per model (the median is reported)."),
     as_json: bool = options.JSON,
 ) -> None:
@@ -54,7 +55,8 @@ def bench(
     from .render import print_error
 
     rows = []
-    engine_settings = EngineSettings(device=device, precision=precision.value, tile=tile, batch=batch, compile=compile_network)
+    engine_settings = EngineSettings(device=device, precision=precision.value, tile=tile, batch=batch, compile=compile_network,
+                                     backend=backend.value)
     with RichReporter() as reporter:
         progress = reporter.task("bench", total=len(cards), unit="model")
         for card in cards:
@@ -70,7 +72,7 @@ def bench(
                 continue
             rows.append({
                 "model": card.id, "scale": card.scale, "output": f"{result.output_size[0]}x{result.output_size[1]}",
-                "device": result.device, "precision": result.precision, "batch": result.batch, "tile": result.tile,
+                "device": result.device, "backend": engine.backend, "precision": result.precision, "batch": result.batch, "tile": result.tile,
                 "model_ms": round(result.model_ms_per_frame, 2), "end_to_end_ms": round(result.end_to_end_ms_per_frame, 2),
                 "model_mp_s": round(result.model_megapixels_per_second, 3),
                 "end_to_end_mp_s": round(result.output_megapixels_per_second, 3),
@@ -83,7 +85,7 @@ def bench(
     if as_json:
         print_json(rows)
     else:
-        stdout_table(f"lightsr bench ({size} output)", ["model", "device", "precision", "batch", "tile", "model_ms",
+        stdout_table(f"lightsr bench ({size} output)", ["model", "device", "backend", "precision", "batch", "tile", "model_ms",
                                                          "end_to_end_ms", "end_to_end_mp_s", "peak_memory_mb",
                                                          "set14_psnr"], rows)
     if not rows:

@@ -188,3 +188,45 @@ def convert(ctx: typer.Context, source: Path = typer.Argument(..., metavar="IN")
     card = card_for_file(source, scale)
     metadata = convert_to_safetensors(source, destination, card=card)
     typer.echo(f"{destination}: {metadata.get('arch')} x{metadata.get('scale')}")
+
+
+@models_app.command("export")
+@handles_errors
+def export(ctx: typer.Context, model_id: str = typer.Argument(None, metavar="ID"),
+           weights_file: Path = options.WEIGHTS,
+           onnx: bool = typer.Option(False, "--onnx", help="Export to ONNX (the one format for now)."),
+           output: Path = typer.Option(None, "--output", "-o", help="The .onnx file (default: ID.onnx here)."),
+           opset: int = typer.Option(None, "--opset", help="ONNX opset (default 17)."),
+           fp16: bool = typer.Option(False, "--fp16", help="fp16 weights and input/output."),
+           static: str = typer.Option(None, "--static", metavar="WxH",
+                                      help="A fixed input size (default: dynamic batch, height and width)."),
+           scale: int = typer.Option(None, "--scale", "-s", help="Scale, when the weights cannot tell (A2N)."),
+           overwrite: bool = typer.Option(False, "--overwrite"),
+           as_json: bool = options.JSON) -> None:
+    """Export a model to ONNX, verified against the torch network (max abs diff reported)."""
+    from dataclasses import asdict
+
+    from ..checkpoints import resolve_card
+    from ..engine.onnx_export import DEFAULT_OPSET, ExportSettings, parse_static
+    from ..pipeline.onnx_models import export_model
+    from .render import RichReporter
+
+    if not onnx:
+        raise UsageError("name the format: {--onnx}")
+    if (model_id is None) == (weights_file is None):
+        raise UsageError("give a model id or {--weights FILE} (one of them)", hint="see `lightsr models list`")
+    card = resolve_card(model_id, None, weights_file, scale)
+    settings = ExportSettings(opset=opset or DEFAULT_OPSET, fp16=fp16, static=parse_static(static))
+    target = output or Path(f"{card.id}{'-fp16' if fp16 else ''}.onnx")
+    with RichReporter() as reporter:
+        result = export_model(card, target, settings, weights_path=weights_file, overwrite=overwrite,
+                              reporter=reporter)
+    if as_json:
+        print_json({"path": str(result.path), "metadata": result.metadata,
+                    "checks": [asdict(check) for check in result.checks]})
+        return
+    typer.echo(f"{result.path}: {card.arch} x{card.scale}, opset {settings.opset}, "
+               f"{'fp16' if fp16 else 'fp32'}, {'static ' + static if settings.static else 'dynamic size'}")
+    for check in result.checks:
+        typer.echo(f"  {check.name} {'x'.join(map(str, check.shape))}: max abs diff {check.max_abs_diff:.3g}"
+                   + (f" ({check.note})" if check.note else ""))

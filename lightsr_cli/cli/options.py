@@ -27,6 +27,12 @@ class ClusterFiles(str, Enum):
     transfer = "transfer"
 
 
+class Backend(str, Enum):
+    auto = "auto"
+    torch = "torch"
+    onnxruntime = "onnxruntime"
+
+
 class ImageFormat(str, Enum):
     png = "png"
     jpeg = "jpeg"
@@ -49,6 +55,9 @@ COMPILE = typer.Option(False, "--compile", help="torch.compile the network: slow
 PRECISION = typer.Option(Precision.auto, "--precision", help="auto: fp16/bf16 on GPUs where the model is safe, "
                          "fp32 on CPU. fp32 is IEEE fp32 everywhere; tf32: fp32 with TensorFloat-32 "
                          "convolutions and matmuls (NVIDIA Ampere and later).", rich_help_panel="Engine")
+BACKEND = typer.Option(Backend.auto, "--backend", help="torch, onnxruntime (needs lightsr[onnx]; --device then "
+                       "also takes tensorrt, dml, coreml, openvino, rocm, migraphx), or auto: the faster one measured "
+                       "for this model and device.", rich_help_panel="Engine")
 TILE = typer.Option(None, "--tile", help="Tile side in input pixels; 0 = whole image; default: whole image when it fits in memory.",
                     rich_help_panel="Engine")
 BATCH = typer.Option(1, "--batch", min=1, help="Tiles (or video frames) per forward pass.", rich_help_panel="Engine")

@@ -45,6 +45,7 @@ def upscale(
     precision: options.Precision = options.PRECISION,
     tta: bool = options.TTA,
     compile_network: bool = options.COMPILE,
+    backend: options.Backend = options.BACKEND,
     as_json: bool = options.JSON,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary (errors still print)."),
     codec: str = typer.Option("libx264", "--codec", help="Video encoder: libx264, libx265, libvpx-vp9, ffv1 (lossless), ...",
@@ -129,7 +130,7 @@ def upscale(
     from ..pipeline.video import VideoSettings
 
     engine_settings = EngineSettings(device=device, precision=precision.value, tile=tile, batch=batch, tta=tta,
-                          compile=compile_network)
+                          compile=compile_network, backend=backend.value)
     limits = _pixel_limits(max_input_megapixels, max_output_megapixels, PixelLimits)
     settings = OutputSettings(image_format=rule.image_format, quality=quality, outscale=outscale, overwrite=overwrite,
                               skip_existing=skip_existing, limits=limits,
@@ -195,7 +196,7 @@ def _summary_dict(summary, card, pool) -> dict:
     engine = pool.primary
     return {
         "model": card.id, "arch": card.arch, "scale": card.scale,
-        "device": pool.device_names, "precision": engine.precision,
+        "device": pool.device_names, "precision": engine.precision, "backend": engine.backend,
         "tile": engine.tile if engine.tile is not None else engine.stats.tile,  # the tile asked for
         "batch": engine.batch, "tta": engine.tta, "compiled": engine.compiled,
         "files": len(summary.done),
@@ -253,7 +254,8 @@ def _print_summary(report: dict) -> None:
                  + (f", {rate:.3f} MP/s" if rate else ""))
     stderr.print(f"  model {report['model']} ({report['arch']} x{report['scale']}) on {report['device']}, "
                  f"{report['precision']}, tile {tile}, batch {report['batch']}"
-                 + (", tta" if report["tta"] else "") + (", compiled" if report["compiled"] else ""))
+                 + (", tta" if report["tta"] else "") + (", compiled" if report["compiled"] else "")
+                 + (", onnxruntime" if report["backend"] == "onnxruntime" else ""))
     if "video" in report:
         v = report["video"]
         stderr.print(f"  video: {v['frames']} frames in {v['seconds']:.2f} s = {v['end_to_end_fps']} fps end to end "

@@ -1,7 +1,9 @@
 """The inference engine: tensors in, tensors out; nothing of files, terminals or model cards.
 
 - ``devices``: which device and precision a network runs in;
-- ``torch_engine``: :class:`Engine`, one network on one device (tiles, batches, NaN guard, TTA);
+- ``tiled``: the contract every backend shares (tiles, batches, blending, OOM halving, TTA);
+- ``torch_engine``: :class:`Engine`, one torch network on one device (padding, NaN guard, CUDA copies);
+- ``onnx_engine``: :class:`OnnxEngine`, the same contract on an ONNX Runtime session (imported lazily);
 - ``pool``: :class:`EnginePool`, one engine per GPU sharing the work in order.
 """
 

@@ -28,9 +28,12 @@ class EngineSettings:
     batch: int = 1
     tta: bool = False
     compile: bool = False
+    backend: str = "torch"
+    """torch, onnxruntime, or auto (the faster one for this model and device, from benchmarks/; see
+    engine.backends)."""
 
 
-def _load_network(card: ModelCard, reporter: Reporter, weights_path: Path | None) -> nn.Module:
+def load_network(card: ModelCard, reporter: Reporter, weights_path: Path | None) -> nn.Module:
     """Resolve the card's checkpoint (embedded, cache, mirror or download) and build the net from it."""
     path = weights_path or weights.ensure_weights(card, reporter).path
     state_dict = checkpoints.load_state_dict(path)
@@ -48,6 +51,12 @@ def _engine(network: nn.Module, card: ModelCard, settings: EngineSettings, devic
     return engine
 
 
+def _uses_onnxruntime(card: ModelCard, settings: EngineSettings, device: str) -> bool:
+    from ..engine.backends import pick_backend
+
+    return pick_backend(settings.backend, card.id, device, settings) == "onnxruntime"
+
+
 def load_engine(card: ModelCard, settings: EngineSettings, reporter: Reporter | None = None,
                 weights_path: Path | None = None) -> Engine:
     """One engine on one device (bench, eval and the Python API measure or run one device)."""
@@ -55,14 +64,23 @@ def load_engine(card: ModelCard, settings: EngineSettings, reporter: Reporter | 
     if len(devices) > 1:
         raise UsageError(f"{{--device {settings.device}}}: this command runs on one device",
                          hint="several GPUs share the work of `lightsr upscale`; pick one here, e.g. cuda:0")
-    return _engine(_load_network(card, reporter or NullReporter(), weights_path), card, settings, devices[0])
+    if _uses_onnxruntime(card, settings, devices[0]):
+        from .onnx_models import load_onnx_engine
+
+        return load_onnx_engine(card, settings, reporter, weights_path, devices[0])
+    return _engine(load_network(card, reporter or NullReporter(), weights_path), card, settings, devices[0])
 
 
 def load_pool(card: ModelCard, settings: EngineSettings, reporter: Reporter | None = None,
               weights_path: Path | None = None) -> EnginePool:
     """One engine per device of ``settings.device`` (each with its own copy of the network)."""
     devices = parse_devices(settings.device)
-    network = _load_network(card, reporter or NullReporter(), weights_path)
+    if _uses_onnxruntime(card, settings, devices[0]):
+        from .onnx_models import load_onnx_engine
+
+        engines = [load_onnx_engine(card, settings, reporter, weights_path, device) for device in devices]
+        return EnginePool(engines, model_id=card.id)
+    network = load_network(card, reporter or NullReporter(), weights_path)
     networks = [network] + [copy.deepcopy(network) for _ in devices[1:]]
     return EnginePool((_engine(net, card, settings, device) for net, device in zip(networks, devices, strict=False)),
                       model_id=card.id)

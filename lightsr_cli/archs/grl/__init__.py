@@ -103,5 +103,9 @@ SPEC = ArchSpec(
     # Attention logits of GRL-base: 3 heads x 1024 tokens (32x32 window) per pixel, fp32.
     widest_activation=3072,
     paper=facts.GRL.paper,
+    # The shift masks (which windows mix regions: aten::nonzero over region labels), the window
+    # tables and the padding are computed in Python from the feature size and traced as constants.
+    onnx_fixed_size="its shift masks (aten::nonzero over region labels), window tables and padding are "
+                    "computed in Python for each input size, so a traced graph holds for one size only",
 )
 

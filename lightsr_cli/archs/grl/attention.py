@@ -44,9 +44,7 @@ class AttentionLogits(nn.Module):
         # vectorised and scalar sigmoid paths can differ in the last bit.
         per_offset = self.cpb_mlp(table).view(-1, heads).t().contiguous()
         logits.add_(16 * torch.sigmoid(per_offset[:, index]))  # broadcast over windows
-        if mask is not None:
-            mask.add_to(logits)
-        return logits
+        return logits if mask is None else mask.add_to(logits)
 
 
 def cosine_attention(

@@ -113,6 +113,12 @@ class ShiftMask:
             penalty = torch.zeros(differs.shape, dtype=logits.dtype, device=logits.device)
             penalty.masked_fill_(differs, SHIFT_PENALTY)
             per_image = logits.view(-1, self.windows_per_image, *logits.shape[1:])
+            if torch.jit.is_tracing():
+                # An exporter's trace loses in-place writes through an indexed view: add the
+                # penalty of every window (zero where it has one region) out of place instead.
+                full = torch.zeros((self.windows_per_image, *penalty.shape[1:]), dtype=logits.dtype,
+                                   device=logits.device).index_copy(0, self.windows, penalty)
+                return (per_image + full[None, :, None]).view(logits.shape)
             per_image[:, self.windows] += penalty[None, :, None]
         return logits
 

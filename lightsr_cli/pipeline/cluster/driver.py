@@ -415,7 +415,7 @@ class _Run:
                 raise state.failure
             joined = parts.joined()
             media_video.concat_segments([parts.segment(i) for i in range(math.ceil(info.frame_count / state.per_segment))],
-                                        info, joined)
+                                        info, joined, frames_per_segment=state.per_segment)
             check_joined(joined, info, job.target)
             fs.place_file(joined, job.target, overwrite=self.output.overwrite)
             parts.remove()
@@ -430,7 +430,8 @@ class _Run:
             megapixels_out=frames * out_w * out_h / 1e6, decode_seconds=0.0,
             inference_seconds=state.busy_seconds / len(self.actors),  # workers side by side, as devices are
             encode_seconds=0.0, wall_seconds=time.perf_counter() - state.started,
-            resumed_from_frame=state.first_segment * state.per_segment))
+            resumed_from_frame=state.first_segment * state.per_segment,
+            frames_upscaled=frames))  # the cluster does not --dedup: every frame went through the network
         self._end_video(state, None)
 
     def _end_video(self, state: _Video, error: LightsrError | None) -> None:

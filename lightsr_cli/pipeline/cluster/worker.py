@@ -22,7 +22,7 @@ import numpy as np
 
 from ...errors import LightsrError
 from ...media import images
-from ...media.video import FrameReader
+from ...media.video import FrameReader, segment_timing
 from ...registry import ModelCard
 from ..images import OutputSettings, run_image_job
 from ..jobs import Job
@@ -125,7 +125,8 @@ class UpscaleWorker:
             for engine in self._pool.engines:  # every worker cuts this video's frames the same way
                 engine.use_tile(info.height, info.width, unit.tile)
             parts = self._parts(unit)
-            parts.write_segment(unit.index, self._upscaled_frames(unit, info), info.frame_rate, unit.encode, info)
+            parts.write_segment(unit.index, self._upscaled_frames(unit, info), info.frame_rate, unit.encode, info,
+                                timing=segment_timing(info, unit.frames))
             data = None if unit.parts_folder is not None else parts.segment(unit.index).read_bytes()
             if unit.parts_folder is None:
                 parts.segment(unit.index).unlink()
