@@ -16,6 +16,7 @@ class ClusterEngineFacts:
     batch: int
     tta: bool
     compiled: bool = False
+    backend: str = "torch"
 
     @property
     def stats(self) -> ClusterEngineFacts:
@@ -38,7 +39,7 @@ class ClusterPool:
         nodes = len({f.node_id for f in facts})
         devices = sorted({f.device for f in facts})
         names = f"ray: {len(facts)} worker(s) ({', '.join(devices)}) on {nodes} node(s)"
-        return ClusterPool(ClusterEngineFacts(first.precision, first.tile, first.batch, first.tta), names, (),
+        return ClusterPool(ClusterEngineFacts(first.precision, first.tile, first.batch, first.tta, backend=first.backend), names, (),
                            fp32_fallbacks, model_id)
 
 

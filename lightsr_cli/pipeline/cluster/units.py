@@ -116,6 +116,7 @@ class WorkerFacts:
     tile: int | None
     autotune: bool
     notes: tuple[str, ...]
+    backend: str = "torch"
 
 
 @dataclass(frozen=True)

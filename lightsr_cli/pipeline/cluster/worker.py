@@ -79,7 +79,7 @@ class UpscaleWorker:
                            device_description=engine.device_description, precision=engine.precision,
                            batch=engine.batch, tta=engine.tta,
                            tile=engine.tile_for(height, width) if height and width else engine.tile,
-                           autotune=engine.autotune, notes=tuple(engine.stats.notes))
+                           autotune=engine.autotune, notes=tuple(engine.stats.notes), backend=engine.backend)
 
     def sees(self, files: list[tuple[str, int]]) -> bool:
         """Whether every (path, size) is a file of that size here: the driver's storage is shared."""
