@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.util
 
 BACKENDS = ("auto", "torch", "onnxruntime")
-TORCH_DEVICES = ("auto", "cpu", "cuda", "mps")
+TORCH_DEVICES = ("auto", "cpu", "cuda", "mps", "xpu", "rocm", "hip")
 """Device kinds torch serves; other --device names (dml, coreml, openvino, tensorrt, ...) only onnxruntime does."""
 
 MEASURED_ON = "CPU (2 vCPU EPYC, shared), benchmarks/results-backend-cpu.json"
