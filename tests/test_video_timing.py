@@ -29,6 +29,7 @@ from lightsr_cli.media import video
 from lightsr_cli.pipeline.images import OutputSettings
 from lightsr_cli.pipeline.jobs import Job, MediaKind
 from lightsr_cli.pipeline.video import VideoSettings, run_video_job
+from tests.test_hostile_runs import Recorder
 
 REPO = Path(__file__).resolve().parent.parent
 PHONE_TIMES = [0, 0.1, 0.2, 0.3, 0.4, 0.9, 1.3, 1.8]
@@ -50,27 +51,6 @@ def toy_pool() -> EnginePool:
     spec = ArchSpec(name="Toy", build=lambda scale: Nearest(), input_range=1.0, min_size=1, size_multiple=1,
                     tile_overlap=4, tile_multiple=1, fp16_safe=True, bf16_safe=True)
     return EnginePool([Engine(Nearest(), spec, 2, device="cpu")], model_id="toy")
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.notes: list[str] = []
-
-    def task(self, description, total, unit=""):
-        class Task:
-            def advance(self, amount=1):
-                pass
-
-            def close(self):
-                pass
-
-        return Task()
-
-    def note(self, message: str) -> None:
-        self.notes.append(message)
-
-    def failed(self, source, error) -> None:  # pragma: no cover - not reached in these tests
-        raise error
 
 
 def ffmpeg(*args: str) -> None:

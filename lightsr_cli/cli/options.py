@@ -97,3 +97,8 @@ CPUS_PER_WORKER = typer.Option(None, "--cpus-per-worker", min=0.01, help="CPUs p
 CLUSTER_FILES = typer.Option(ClusterFiles.auto, "--cluster-files", help="shared: workers read and write the "
                              "paths given here (all nodes see them); transfer: bytes travel through Ray's object "
                              "store; auto: shared when every worker sees the paths.", rich_help_panel="Cluster")
+# Shared by `upscale` and `watch`, which take the same output choices.
+SCALE = typer.Option(None, "--scale", "-s", help="Upscaling factor: 2, 3 or 4 (default 4, or the model's).",
+                     rich_help_panel="Model")
+IMAGE_FORMAT = typer.Option(None, "--format", "-f", help="Image output format (default: as the input).")
+QUALITY = typer.Option(None, "--quality", min=1, max=100, help="JPEG/WebP quality (default 95).")
