@@ -51,6 +51,7 @@ import hashlib, json, resource, sys, time
 import numpy as np
 import torch
 mode, model, width, height = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+first_output, backend = sys.argv[5], sys.argv[6]
 from lightsr_cli.pipeline.bench import synthetic_frame
 frame = synthetic_frame(height, width)
 if mode == "naive":
@@ -69,10 +70,12 @@ if mode == "naive":
 else:
     from lightsr_cli import Upscaler
     from lightsr_cli.engine import allocator
-    upscaler = Upscaler(model, device="cpu")
+    upscaler = Upscaler(model, device="cpu", backend=backend)
     def call():
         return upscaler.upscale(frame)
-print(json.dumps({"ready": True}), flush=True)
+np.save(first_output, call())
+print(json.dumps({"ready": True, "backend": getattr(upscaler.engine, "backend", "torch") if mode != "naive" else "torch"}),
+      flush=True)
 for line in sys.stdin:
     if line.strip() != "run":
         break
@@ -88,6 +91,8 @@ for line in sys.stdin:
 """
 
 VARIANTS = {"naive": {}, "today": {"LIGHTSR_TUNE_ALLOCATOR": "0"}, "lightsr": {}}
+BACKENDS = {"naive": "torch", "today": "torch", "lightsr": "auto"}
+"""today: the torch engine as it ran before the allocator tuning; lightsr: the default (--backend auto)."""
 
 
 def _clean_env(extra: dict[str, str]) -> dict[str, str]:
@@ -98,12 +103,13 @@ def _clean_env(extra: dict[str, str]) -> dict[str, str]:
 
 
 class Worker:
-    def __init__(self, mode: str, model: str, width: int, height: int) -> None:
+    def __init__(self, mode: str, model: str, width: int, height: int, first_output: Path) -> None:
         env = _clean_env(VARIANTS[mode])
+        self.first_output = first_output
         self.proc = subprocess.Popen([sys.executable, "-c", _WORKER, "naive" if mode == "naive" else "engine", model,
-                                      str(width), str(height)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, env=env, cwd=REPO)
-        self._reply()
+                                      str(width), str(height), str(first_output), BACKENDS[mode]],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
+        self.backend = self._reply()["backend"]
 
     def _reply(self) -> dict:
         line = self.proc.stdout.readline()
@@ -122,7 +128,11 @@ class Worker:
 
 
 def measure_model(model: str, width: int, height: int, rounds: int, warmup: int) -> dict:
-    workers = {mode: Worker(mode, model, width, height) for mode in VARIANTS}
+    import numpy as np
+
+    scratch = Path(tempfile.mkdtemp(prefix="cpu-speed-"))
+    workers = {mode: Worker(mode, model, width, height, scratch / f"{mode}.npy") for mode in VARIANTS}
+    outputs = {mode: np.load(worker.first_output).astype(int) for mode, worker in workers.items()}
     try:
         for _ in range(warmup):
             first = {mode: worker.run() for mode, worker in workers.items()}
@@ -134,7 +144,7 @@ def measure_model(model: str, width: int, height: int, rounds: int, warmup: int)
         for worker in workers.values():
             worker.close()
     row = {"model": model, "input": f"{width}x{height}", "rounds": rounds,
-           "threads": samples["naive"][0]["threads"]}
+           "threads": samples["naive"][0]["threads"], "lightsr_backend": workers["lightsr"].backend}
     for mode, values in samples.items():
         row[f"{mode}_ms"] = round(statistics.median(v["ms"] for v in values), 1)
         row[f"{mode}_faults_per_frame"] = int(statistics.median(v["faults"] for v in values))
@@ -145,6 +155,11 @@ def measure_model(model: str, width: int, height: int, rounds: int, warmup: int)
     row["naive_process_untouched"] = not any(v["tuned"] for v in samples["naive"])
     row["lightsr_tuned"] = all(v["tuned"] for v in samples["lightsr"])
     row["lightsr_output_equals_today"] = first["today"]["sha"] == first["lightsr"]["sha"]
+    # onnxruntime sums in another order: within one 8-bit level of the torch path, not bit-equal.
+    row["lightsr_max_level_diff_vs_naive"] = int(np.abs(outputs["lightsr"] - outputs["naive"]).max())
+    for path in scratch.iterdir():
+        path.unlink()
+    scratch.rmdir()
     if model in GOALS:
         row["goal_speedup"] = GOALS[model]
         row["goal_met"] = row["lightsr_speedup_vs_naive"] >= GOALS[model]

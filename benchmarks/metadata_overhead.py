@@ -28,6 +28,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -81,20 +82,23 @@ METADATA_WORK = [(metadata, "read_metadata"), (metadata, "orientation"), (metada
 
 @contextmanager
 def metadata_clock(spent: list[float]):
-    """Add the calling thread's CPU time inside every metadata function to ``spent[0]`` (outermost calls only)."""
-    depth = [0]
+    """Add the calling thread's CPU time inside every metadata function to ``spent[0]`` (outermost calls only;
+    the run reads and writes on their own threads, so the nesting depth is counted per thread)."""
+    nesting = threading.local()
+    guard = threading.Lock()
     originals = [(module, name, getattr(module, name)) for module, name in METADATA_WORK]
 
     def timed(function):
         def wrapper(*args, **kwargs):
-            depth[0] += 1
+            nesting.depth = getattr(nesting, "depth", 0) + 1
             started = time.thread_time()
             try:
                 return function(*args, **kwargs)
             finally:
-                depth[0] -= 1
-                if depth[0] == 0:
-                    spent[0] += time.thread_time() - started
+                nesting.depth -= 1
+                if nesting.depth == 0:
+                    with guard:
+                        spent[0] += time.thread_time() - started
         return wrapper
 
     for module, name, function in originals:

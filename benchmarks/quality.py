@@ -6,6 +6,13 @@
 Each row puts our measured score next to the official code's (official_scores.json) and the
 difference; --tta models are also scored with the 8-way self-ensemble on Set5. Rows are appended
 as they finish, so a long run can be stopped and restarted (finished rows are skipped).
+
+--backend onnxruntime scores the exported graphs instead (issue #15: within 0.01 dB of torch);
+--against names the torch results file whose scores each row is compared with:
+
+    LIGHTSR_WEIGHTS_MIRROR=../shared/weights/official python benchmarks/quality.py \
+        --benchmarks ../shared/data/benchmarks --datasets Set5 --backend onnxruntime \
+        --against benchmarks/results-quality.json --out benchmarks/results-quality-onnxruntime.json
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import json
 import time
 from pathlib import Path
 
+from lightsr_cli.archs import get_spec
 from lightsr_cli.pipeline.evaluation import evaluate
 from lightsr_cli.pipeline.loading import EngineSettings, load_engine
 from lightsr_cli.registry import CARDS, get_card
@@ -27,7 +35,13 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=[c.id for c in CARDS if c.reference_psnr])
     parser.add_argument("--datasets", nargs="*", default=["Set5", "Set14"])
     parser.add_argument("--tta", nargs="*", default=[], help="models to score with --tta on Set5 as well")
+    parser.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
+    parser.add_argument("--against", type=Path, help="a torch results file to compare each score with")
     args = parser.parse_args()
+    if args.backend != "torch":  # an architecture without a dynamic-size graph (GRL) has no onnxruntime path
+        args.models = [m for m in args.models if not get_spec(get_card(m).arch).onnx_fixed_size]
+    reference = {(r["model"], r["dataset"], r["tta"]): r["psnr_y"]
+                 for r in (json.loads(args.against.read_text()) if args.against else [])}
     rows = json.loads(args.out.read_text()) if args.out.exists() else []
     done = {(r["model"], r["dataset"], r["tta"]) for r in rows}
     jobs = [(m, d, False) for m in args.models for d in args.datasets] + [(m, "Set5", True) for m in args.tta]
@@ -35,7 +49,8 @@ def main() -> None:
         if (model_id, dataset, tta) in done:
             continue
         card = get_card(model_id)
-        engine = load_engine(card, EngineSettings(device="cpu", precision="fp32", tile=0, tta=tta))
+        engine = load_engine(card, EngineSettings(device="cpu", precision="fp32", tile=0, tta=tta,
+                                                  backend=args.backend))
         started = time.perf_counter()
         score = evaluate(engine, args.benchmarks / dataset)
         official = card.reference_psnr.get(dataset)
@@ -43,7 +58,11 @@ def main() -> None:
                      "ssim_y": round(score.ssim_y, 4), "official_psnr_y": official,
                      "official_ssim_y": card.reference_ssim.get(dataset),
                      "diff_db": round(score.psnr_y - official, 4) if official is not None else None,
-                     "seconds": round(time.perf_counter() - started, 1)})
+                     "backend": args.backend, "seconds": round(time.perf_counter() - started, 1)})
+        torch_score = reference.get((model_id, dataset, tta))
+        if torch_score is not None:
+            rows[-1]["torch_psnr_y"] = torch_score
+            rows[-1]["diff_vs_torch_db"] = round(score.psnr_y - torch_score, 4)
         args.out.write_text(json.dumps(rows, indent=1) + "\n")
         print(json.dumps(rows[-1]), flush=True)
 

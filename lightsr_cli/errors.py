@@ -159,3 +159,13 @@ class VideoEncodeError(VideoError):
 
 class StreamCopyError(VideoEncodeError):
     """The output container cannot hold a stream copied from the source (e.g. PGS subtitles in mp4)."""
+
+
+def unexpected_failure(error: Exception) -> LightsrError:
+    """A failure no layer anticipated, as a LightsrError that names the exception's type (the per-file
+    boundary of a run: one bad file never stops the others)."""
+    detail = str(error).strip().splitlines()
+    failure = LightsrError(f"unexpected {type(error).__name__}" + (f": {detail[-1]}" if detail else ""),
+                           hint="run again with {--debug} for the traceback, and please report it")
+    failure.__cause__ = error
+    return failure

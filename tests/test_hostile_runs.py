@@ -30,7 +30,7 @@ from lightsr_cli.engine import Engine, EnginePool
 from lightsr_cli.errors import LightsrError, LimitError, OutputError, TargetBusyError, UsageError, VideoEncodeError
 from lightsr_cli.media import headers, images, video
 from lightsr_cli.media.video.writer import encode_error
-from lightsr_cli.pipeline import run as run_module
+from lightsr_cli.pipeline import image_flow
 from lightsr_cli.pipeline.images import OutputSettings
 from lightsr_cli.pipeline.jobs import Job, MediaKind, NamingSettings, plan_jobs
 from lightsr_cli.pipeline.limits import PixelLimits
@@ -176,14 +176,14 @@ def test_an_image_target_locked_by_another_run_fails_that_file_only(tmp_path):
 def test_any_library_exception_fails_one_file_and_the_rest_run(tmp_path, monkeypatch):
     for name in ("a.png", "b.png", "c.png"):
         png(tmp_path / "in" / name)
-    real = run_module.run_image_job
+    real = image_flow.upscale_image_job
 
-    def flaky(engine, job, output, reporter):
-        if job.source.name == "b.png":
+    def flaky(engine, decoded, output, reporter):
+        if decoded.job.source.name == "b.png":
             raise ZeroDivisionError("deep inside some library")
-        return real(engine, job, output, reporter)
+        return real(engine, decoded, output, reporter)
 
-    monkeypatch.setattr(run_module, "run_image_job", flaky)
+    monkeypatch.setattr(image_flow, "upscale_image_job", flaky)
     summary = run_jobs(toy_pool(), image_jobs(tmp_path / "in", tmp_path / "out"), OutputSettings(), reporter=Recorder())
     assert [j.source.name for j in summary.done] == ["a.png", "c.png"]
     (job, error), = summary.failed
@@ -192,7 +192,7 @@ def test_any_library_exception_fails_one_file_and_the_rest_run(tmp_path, monkeyp
 
 def test_keyboard_interrupt_still_stops_the_run(tmp_path, monkeypatch):
     png(tmp_path / "in" / "a.png")
-    monkeypatch.setattr(run_module, "run_image_job", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    monkeypatch.setattr(image_flow, "upscale_image_job", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         run_jobs(toy_pool(), image_jobs(tmp_path / "in", tmp_path / "out"), OutputSettings(), reporter=Recorder())
 

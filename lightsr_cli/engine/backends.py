@@ -15,13 +15,12 @@ BACKENDS = ("auto", "torch", "onnxruntime")
 TORCH_DEVICES = ("auto", "cpu", "cuda", "mps", "xpu", "rocm", "hip")
 """Device kinds torch serves; other --device names (dml, coreml, openvino, tensorrt, ...) only onnxruntime does."""
 
-MEASURED_ON = "CPU (2 vCPU EPYC, shared), benchmarks/results-backend-cpu.json"
+MEASURED_ON = "CPU (2 vCPU EPYC, quiet), benchmarks/results-backend-cpu.json"
 MEASURED_PICKS: dict[str, dict[str, str]] = {
-    # The first run was on a shared, loaded CPU: it measured onnxruntime faster for every model but
-    # plainusr-u-x4, by margins the load distorts. Adopted so far: EMT only (13x there; ONNX Runtime's
-    # attention kernels, and the issue's own quiet measurement, 2.9x). The rest wait for a quiet rerun
-    # after the allocator fix, which speeds torch up by 1.3-3x.
-    "cpu": {"emt-x4": "onnxruntime"},
+    # Quiet rerun after the allocator fix (320x180 -> 1280x720, 5 alternating rounds): onnxruntime won
+    # for EMT (1.54x: its attention kernels) and PlainUSR (1.20x); torch won or tied for BSRN, A2N and
+    # PlainUSR-U. Models not measured run on torch.
+    "cpu": {"emt-x4": "onnxruntime", "plainusr-x4": "onnxruntime"},
 }
 """device kind -> model id -> the faster backend (only models where onnxruntime won are listed)."""
 

@@ -1,4 +1,5 @@
-"""One image job: claim the target, check sizes from the header, read, upscale, (resize,) write.
+"""One image job: claim the target, check sizes from the header, read, upscale, (resize,) write;
+the three stages (read, upscale, write) also apart, for ``image_flow`` to overlap them.
 
 A file's every frame (animation) or page (TIFF) is upscaled when the output format holds them,
 and its metadata carried as the run's MetadataPolicy says; what the output cannot hold is said
@@ -38,20 +39,60 @@ class OutputSettings:
     """An exact final size (--fit, --fill, --width, --height) instead of a factor; excludes ``outscale``."""
 
 
+@dataclass(frozen=True)
+class DecodedImage:
+    """An image job between its stages: the claimed target and the decoded picture (``upscaled`` once run)."""
+
+    job: Job
+    claim: fs.TargetLock
+    picture: images.Picture
+    encoding: images.ImageEncodeSettings
+    upscaled: tuple = ()
+
+
 def run_image_job(engine: Engine, job: Job, output: OutputSettings, reporter: Reporter) -> tuple[float, float]:
     """Read, upscale, (resize,) write one image file; returns (megapixels in, megapixels out), all frames counted.
 
     The target is locked for the whole job (another run on it is refused with TargetBusyError), and
-    an output that appeared since the run was planned is not redone (OutputExistsError).
+    an output that appeared since the run was planned is not redone (OutputExistsError). The three
+    stages are also run apart, overlapping over a folder (``image_flow``).
     """
-    with fs.TargetLock(job.target):
+    decoded = read_image_job(job, output, engine.scale, reporter)
+    try:
+        return write_image_job(upscale_image_job(engine, decoded, output, reporter), output, reporter)
+    finally:
+        decoded.claim.release()
+
+
+def read_image_job(job: Job, output: OutputSettings, scale: int, reporter: Reporter) -> DecodedImage:
+    """Stage 1: claim the target, read and decode the source (sizes checked from the header first).
+
+    On success the claim is held and handed on: whoever ends the job releases it."""
+    claim = fs.TargetLock(job.target)
+    claim.acquire()
+    try:
         if not output.overwrite and job.target.exists():
             raise fs.output_exists_error(job.target)
         data = images.read_image_bytes(job.source)
-        encoded, megapixels = upscale_image_data(engine, data, job.source, images.image_format(job.target),
-                                                 output, reporter)
-        fs.write_bytes(job.target, encoded, overwrite=output.overwrite)
-    return megapixels
+        picture, encoding = _decoded(data, job.source, images.image_format(job.target), scale, output, reporter)
+        return DecodedImage(job, claim, picture, encoding)
+    except BaseException:
+        claim.release()
+        raise
+
+
+def upscale_image_job(engine: Engine, decoded: DecodedImage, output: OutputSettings,
+                      reporter: Reporter) -> DecodedImage:
+    """Stage 2, on a device: every frame through the network and to its final size."""
+    return replace(decoded, upscaled=tuple(_upscaled(engine, decoded.picture, output, reporter)))
+
+
+def write_image_job(decoded: DecodedImage, output: OutputSettings, reporter: Reporter) -> tuple[float, float]:
+    """Stage 3: encode with the kept metadata and write the target whole; (megapixels in, megapixels out).
+    The claim is left to the caller to release."""
+    encoded = _encoded(decoded.picture, decoded.upscaled, decoded.encoding, output, reporter)
+    fs.write_bytes(decoded.job.target, encoded, overwrite=output.overwrite)
+    return _megapixels(decoded.picture.frames, decoded.upscaled)
 
 
 def upscale_image_data(engine: Engine, data: bytes, source: Path, image_format: str, output: OutputSettings,
@@ -61,25 +102,43 @@ def upscale_image_data(engine: Engine, data: bytes, source: Path, image_format: 
     ``source`` names the input in messages (a file, or ``stdin``). Sizes are checked from the
     header before decoding, and again per decoded frame.
     """
+    picture, encoding = _decoded(data, source, image_format, engine.scale, output, reporter)
+    results = _upscaled(engine, picture, output, reporter)
+    return _encoded(picture, results, encoding, output, reporter), _megapixels(picture.frames, results)
+
+
+def _decoded(data: bytes, source: Path, image_format: str, scale: int, output: OutputSettings,
+             reporter: Reporter) -> tuple[images.Picture, images.ImageEncodeSettings]:
     size = images.claimed_size(data, source)
     if size is not None:
-        _check_sizes(engine, source, output, *size)
+        _check_sizes(scale, source, output, *size)
     encoding = images.ImageEncodeSettings(image_format, output.quality, output.metadata.to_srgb)
     picture = _what_the_format_holds(images.decode_picture(data, source), encoding.format)
     for note in picture.notes:
         reporter.note(note)
     for frame in picture.frames:
-        _check_sizes(engine, source, output, frame.shape[1], frame.shape[0])
+        _check_sizes(scale, source, output, frame.shape[1], frame.shape[0])
+    return picture, encoding
+
+
+def _upscaled(engine: Engine, picture: images.Picture, output: OutputSettings, reporter: Reporter) -> list:
     results = upscale_frames(engine, picture.frames, reporter)
-    results = [_resized(engine, output, frame, result) for frame, result in zip(picture.frames, results, strict=True)]
+    return [_resized(engine.scale, output, frame, result) for frame, result in zip(picture.frames, results, strict=True)]
+
+
+def _encoded(picture: images.Picture, results, encoding: images.ImageEncodeSettings, output: OutputSettings,
+             reporter: Reporter) -> bytes:
     kept = tuple(metadata.for_output(carried, output.metadata) for carried in picture.metadata)
     result = replace(picture, frames=tuple(results), metadata=kept)
     for note in animation.picture_losses(result, encoding):
         reporter.note(f"note: {note}")
-    encoded = animation.encode_picture(result, encoding)
-    pixels_in = sum(frame.shape[0] * frame.shape[1] for frame in picture.frames)
+    return animation.encode_picture(result, encoding)
+
+
+def _megapixels(frames, results) -> tuple[float, float]:
+    pixels_in = sum(frame.shape[0] * frame.shape[1] for frame in frames)
     pixels_out = sum(frame.shape[0] * frame.shape[1] for frame in results)
-    return encoded, (pixels_in / 1e6, pixels_out / 1e6)
+    return pixels_in / 1e6, pixels_out / 1e6
 
 
 def _what_the_format_holds(picture: images.Picture, image_format: str) -> images.Picture:
@@ -93,15 +152,15 @@ def _what_the_format_holds(picture: images.Picture, image_format: str) -> images
     return picture
 
 
-def _resized(engine: Engine, output: OutputSettings, frame, result):
+def _resized(scale: int, output: OutputSettings, frame, result):
     """The network's result at the final size (--outscale or a target size): Lanczos up, area down."""
-    size = result_size(frame.shape[1], frame.shape[0], engine.scale, output.outscale, output.target)
+    size = result_size(frame.shape[1], frame.shape[0], scale, output.outscale, output.target)
     if size != (result.shape[1], result.shape[0]):
         return images.resize(result, *size)
     return result
 
 
-def _check_sizes(engine: Engine, source: Path, output: OutputSettings, width: int, height: int) -> None:
+def _check_sizes(scale: int, source: Path, output: OutputSettings, width: int, height: int) -> None:
     check_input(source.name, width, height, output.limits)
-    final = result_size(width, height, engine.scale, output.outscale, output.target) if output.target else None
-    check_output(source.name, width, height, engine.scale, output.outscale, output.limits, final)
+    final = result_size(width, height, scale, output.outscale, output.target) if output.target else None
+    check_output(source.name, width, height, scale, output.outscale, output.limits, final)

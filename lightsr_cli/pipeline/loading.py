@@ -51,6 +51,14 @@ def _engine(network: nn.Module, card: ModelCard, settings: EngineSettings, devic
     return engine
 
 
+def _tuned_for_host(engine: Engine) -> Engine:
+    """An onnxruntime engine on the CPU provider: its arena does not fault, but the padding, crops and
+    8-bit rounding around each run are torch tensors on the host, so the heap is tuned as for torch."""
+    if engine.session.get_providers()[0] == "CPUExecutionProvider":
+        tune_for_cpu_inference(read_settings().tune_allocator)
+    return engine
+
+
 def _uses_onnxruntime(card: ModelCard, settings: EngineSettings, device: str) -> bool:
     from ..engine.backends import pick_backend
 
@@ -67,7 +75,7 @@ def load_engine(card: ModelCard, settings: EngineSettings, reporter: Reporter | 
     if _uses_onnxruntime(card, settings, devices[0]):
         from .onnx_models import load_onnx_engine
 
-        return load_onnx_engine(card, settings, reporter, weights_path, devices[0])
+        return _tuned_for_host(load_onnx_engine(card, settings, reporter, weights_path, devices[0]))
     return _engine(load_network(card, reporter or NullReporter(), weights_path), card, settings, devices[0])
 
 
@@ -78,7 +86,8 @@ def load_pool(card: ModelCard, settings: EngineSettings, reporter: Reporter | No
     if _uses_onnxruntime(card, settings, devices[0]):
         from .onnx_models import load_onnx_engine
 
-        engines = [load_onnx_engine(card, settings, reporter, weights_path, device) for device in devices]
+        engines = [_tuned_for_host(load_onnx_engine(card, settings, reporter, weights_path, device))
+                   for device in devices]
         return EnginePool(engines, model_id=card.id)
     network = load_network(card, reporter or NullReporter(), weights_path)
     networks = [network] + [copy.deepcopy(network) for _ in devices[1:]]

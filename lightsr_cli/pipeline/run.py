@@ -13,10 +13,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ..engine import Engine, EnginePool
-from ..errors import LightsrError, OutputExistsError, TargetBusyError
+from ..engine import EnginePool
+from ..errors import LightsrError, OutputExistsError, TargetBusyError, unexpected_failure
 from ..progress import NullReporter, ProgressTask, Reporter
-from .images import OutputSettings, run_image_job
+from .image_flow import flow_images
+from .images import OutputSettings
 from .jobs import Job, MediaKind
 from .video import VideoResult, VideoSettings, run_video_job
 
@@ -30,15 +31,6 @@ class RunSummary:
     megapixels_out: float = 0.0
     seconds: float = 0.0
     videos: list[VideoResult] = field(default_factory=list)
-
-
-def unexpected_failure(error: Exception) -> LightsrError:
-    """A failure no layer anticipated, as a LightsrError that names the exception's type."""
-    detail = str(error).strip().splitlines()
-    failure = LightsrError(f"unexpected {type(error).__name__}" + (f": {detail[-1]}" if detail else ""),
-                           hint="run again with {--debug} for the traceback, and please report it")
-    failure.__cause__ = error
-    return failure
 
 
 class NotesOnce:
@@ -67,21 +59,14 @@ def run_jobs(pool: EnginePool, jobs: list[Job], output: OutputSettings, video: V
              reporter: Reporter | None = None) -> RunSummary:
     """Run every job; a job that fails is recorded and the others still run.
 
-    Images are spread over the pool's devices (one file per device at a time); videos run one
-    after another, each spreading its frames over the devices.
+    Images are spread over the pool's devices (one file per device at a time), read ahead and
+    written behind on their own threads (``image_flow``); videos run one after another, each
+    spreading its frames over the devices.
     """
     reporter = NotesOnce(reporter or NullReporter())
     summary = RunSummary()
     started = time.perf_counter()
     files = reporter.task("files", total=len(jobs), unit="file") if len(jobs) > 1 else None
-
-    def run_image(engine: Engine, job: Job) -> tuple[float, float] | LightsrError:
-        try:
-            return run_image_job(engine, job, output, reporter)
-        except LightsrError as error:
-            return error
-        except Exception as error:  # noqa: BLE001 - the per-file boundary: one bad file never stops the run
-            return unexpected_failure(error)
 
     def run_video(job: Job) -> tuple[float, float] | LightsrError:
         try:
@@ -95,7 +80,7 @@ def run_jobs(pool: EnginePool, jobs: list[Job], output: OutputSettings, video: V
 
     image_jobs = [job for job in jobs if job.kind is not MediaKind.VIDEO]
     video_jobs = [job for job in jobs if job.kind is MediaKind.VIDEO]
-    outcomes = itertools.chain(zip(image_jobs, pool.map_ordered(run_image, image_jobs), strict=False),
+    outcomes = itertools.chain(flow_images(pool, image_jobs, output, reporter),
                                ((job, run_video(job)) for job in video_jobs))
     try:
         for job, outcome in outcomes:
