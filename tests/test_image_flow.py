@@ -12,11 +12,12 @@ import cv2
 import numpy as np
 import pytest
 
+from lightsr_cli.engine import Engine, EnginePool
 from lightsr_cli.pipeline import image_flow
 from lightsr_cli.pipeline.images import OutputSettings
 from lightsr_cli.pipeline.run import run_jobs
 
-from .test_hostile_runs import Recorder, image_jobs, png, toy_pool
+from .test_hostile_runs import Nearest, Recorder, image_jobs, png, toy_pool
 
 WAIT = 10  # seconds: far longer than any stage here takes; only a missing overlap waits this long
 
@@ -164,3 +165,24 @@ def test_files_held_between_stages_stay_bounded(tmp_path, monkeypatch):
     # read ahead + on the device + queued for writing + being written
     bound = image_flow.READ_AHEAD + 1 + image_flow.WRITE_BEHIND + 1
     assert 2 <= peak[0] <= bound, peak[0]
+
+
+def test_two_devices_share_the_folder_and_the_order_holds(tmp_path, monkeypatch):
+    jobs = _folder(tmp_path, 9)
+    pool = toy_pool()
+    pool = EnginePool([pool.primary, Engine(Nearest(), pool.primary.spec, 2, device="cpu")], model_id="toy")
+    used, real_upscale = set(), image_flow.upscale_image_job
+
+    def upscale(engine, decoded, *args):
+        used.add(id(engine))
+        return real_upscale(engine, decoded, *args)
+
+    monkeypatch.setattr(image_flow, "upscale_image_job", upscale)
+    (tmp_path / "in" / "04.png").write_bytes(b"\x89PNG broken")
+    summary = run_jobs(pool, jobs, OutputSettings(), reporter=Recorder())
+    assert [j.source.name for j in summary.done] == [f"{i:02d}.png" for i in range(9) if i != 4]
+    assert [j.source.name for j, _ in summary.failed] == ["04.png"] and len(used) == 2
+    for job in summary.done:
+        source = cv2.imread(str(job.source))
+        assert np.array_equal(cv2.imread(str(job.target)), np.repeat(np.repeat(source, 2, axis=0), 2, axis=1))
+    assert _leftovers(tmp_path / "out") == []
