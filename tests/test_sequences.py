@@ -96,6 +96,14 @@ def test_sequence_errors_are_clear(tmp_path):
     assert parse_rate("24000/1001") == Fraction(24000, 1001) and parse_rate("25") == 25
 
 
+def test_a_frame_pattern_output_for_an_image_is_refused_not_written_literally(tmp_path):
+    images.write_image(tmp_path / "photo.png", np.zeros((8, 8, 3), np.uint8), images.ImageEncodeSettings("png"))
+    with pytest.raises(UsageError, match="numbered-frames pattern, but photo.png is an image"):
+        plan_jobs([str(tmp_path / "photo.png")], tmp_path / "out" / "%04d.png", NamingSettings("_x2", None),
+                  False, False, False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_duplicate_numbers_damaged_sidecars_and_alpha(tmp_path):
     write_frames(tmp_path / "dup", 2, name="{:d}.png")
     write_frames(tmp_path / "dup", 1, name="{:02d}.png")

@@ -212,6 +212,9 @@ def plan_jobs(inputs: list[str], output: Path | None, rule: NamingSettings, recu
     if single_file_target and len(sources) + len(sequences) > 1:
         raise UsageError(f"-o {output} names one file but there are {len(sources) + len(sequences)} inputs",
                          hint="give -o a folder (it is created if missing)")
+    if single_file_target and is_frame_pattern(str(output)) and sources and media_kind(sources[0][0]) != MediaKind.VIDEO:
+        raise UsageError(f"-o {output} is a numbered-frames pattern, but {sources[0][0].name} is an image",
+                         hint="frame patterns are for video inputs; give -o one file name or a folder")
     jobs = [_sequence_job(source, output, rule, single_file_target) for source in sequences]
     jobs += [_job_for(source, root, output, rule, single_file_target) for source, root in sources]
     jobs = _drop_own_outputs(jobs, output)
