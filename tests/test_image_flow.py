@@ -186,3 +186,67 @@ def test_two_devices_share_the_folder_and_the_order_holds(tmp_path, monkeypatch)
         source = cv2.imread(str(job.source))
         assert np.array_equal(cv2.imread(str(job.target)), np.repeat(np.repeat(source, 2, axis=0), 2, axis=1))
     assert _leftovers(tmp_path / "out") == []
+
+
+class CountingBudget(image_flow._Budget):
+    """A budget that also counts the files it holds, and the most it held at once."""
+
+    budgets: list[CountingBudget] = []
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.files = self.most_files = 0
+        CountingBudget.budgets.append(self)
+
+    def add(self, amount: int) -> None:
+        super().add(amount)
+        self.files += 1
+        self.most_files = max(self.most_files, self.files)
+
+    def give_back(self, amount: int) -> None:
+        super().give_back(amount)
+        self.files -= 1
+
+
+def _most_files_held(tmp_path, monkeypatch, jobs) -> tuple[int, int]:
+    """(most files read ahead, most files waiting to be written) over one run with a slow disk."""
+    CountingBudget.budgets = []
+    monkeypatch.setattr(image_flow, "_Budget", CountingBudget)
+    real_write = image_flow.write_image_job
+    monkeypatch.setattr(image_flow, "write_image_job",
+                        lambda *args: threading.Event().wait(0.02) or real_write(*args))
+    for path in (tmp_path / "out").glob("*"):
+        path.unlink()
+    assert len(run_jobs(toy_pool(), jobs, OutputSettings(), reporter=Recorder()).done) == len(jobs)
+    read_budget, write_budget = CountingBudget.budgets
+    return read_budget.most_files, write_budget.most_files
+
+
+def test_a_byte_budget_holds_huge_files_back_even_below_the_count_limits(tmp_path, monkeypatch):
+    """Huge photos must not sit decoded, or upscaled, in memory several at a time: with budgets smaller
+    than one file, one file waits ahead of the devices and one behind them."""
+    jobs = _folder(tmp_path, 10)
+    ahead, behind = _most_files_held(tmp_path, monkeypatch, jobs)
+    assert ahead == image_flow.READ_AHEAD and behind > 1  # small files: only the count limits hold them
+    monkeypatch.setattr(image_flow, "READ_BUDGET", 1)
+    monkeypatch.setattr(image_flow, "WRITE_BUDGET", 1)
+    assert _most_files_held(tmp_path, monkeypatch, jobs) == (1, 1)
+
+
+def test_budget_lets_one_oversized_item_through_alone_and_close_ends_the_wait():
+    budget = image_flow._Budget(10)
+    budget.wait_for_room()  # nothing held: room
+    budget.add(25)
+    waiter = threading.Thread(target=budget.wait_for_room)
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive()  # waits while the big one is held
+    budget.give_back(25)
+    waiter.join(WAIT)
+    assert not waiter.is_alive()
+    budget.add(10)
+    late = threading.Thread(target=budget.wait_for_room)
+    late.start()
+    budget.close()
+    late.join(WAIT)
+    assert not late.is_alive()
