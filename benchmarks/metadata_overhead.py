@@ -14,8 +14,9 @@ no metadata, run with --strip-metadata --strip-icc. Two measures:
   cannot isolate (Pillow parsing the extra segments while opening, libjpeg writing them), but on a
   shared machine its noise is larger than the effect.
 
-Two networks: the toy nearest-neighbour x2 of the tests (file handling dominates: the worst case for
-the ratio) and a real model run as the CLI runs it.
+Networks: the toy nearest-neighbour x2 of the tests (file handling only: no real run is this cheap),
+then real models run as the CLI runs them: bsrn-x4, what `lightsr upscale FOLDER` runs by default
+(the balanced preset), and plainusr-u-x4, the fastest model (the worst case for the ratio).
 
     python benchmarks/metadata_overhead.py --out benchmarks/results-metadata.json
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -152,7 +154,8 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=20)
     parser.add_argument("--size", type=int, default=128, help="side of each square JPEG in pixels")
     parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--model", default="plainusr-u-x4", help="the real model (empty to skip)")
+    parser.add_argument("--models", nargs="*", default=["bsrn-x4", "plainusr-u-x4"],
+                        help="real models (none to skip): the CLI's default and the fastest")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (1: on a shared machine, waiting threads spin and add noise)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results-metadata.json"))
@@ -163,17 +166,19 @@ def main() -> None:
     results = {"files": args.files, "size": f"{args.size}x{args.size}", "torch_threads": args.threads,
                "command": "python benchmarks/metadata_overhead.py " + " ".join(sys.argv[1:]),
                "python": platform.python_version(),
-               "machine": platform.machine(), "networks": {}}
+               "machine": platform.machine(), "cpus": os.cpu_count(),
+               "load_average_at_start": os.getloadavg(), "networks": {}}
     with tempfile.TemporaryDirectory() as temp:
         with_meta, without = make_folders(Path(temp), args.files, args.size)
         results["networks"]["toy-nearest-x2"] = measure(toy_pool(), with_meta, without, Path(temp), args.rounds,
                                                          args.files)
-        if args.model:
-            from lightsr_cli.pipeline.loading import EngineSettings, load_pool
-            from lightsr_cli.registry import resolve_model
+        from lightsr_cli.pipeline.loading import EngineSettings, load_pool
+        from lightsr_cli.registry import resolve_model
 
-            pool = load_pool(resolve_model(args.model, None, None), EngineSettings(device="cpu"))
-            results["networks"][args.model] = measure(pool, with_meta, without, Path(temp), args.rounds, args.files)
+        for model in args.models:
+            pool = load_pool(resolve_model(model, None, None), EngineSettings(device="cpu"))
+            results["networks"][model] = measure(pool, with_meta, without, Path(temp), args.rounds, args.files)
+    results["load_average_at_end"] = os.getloadavg()  # other work on the machine shows up in the wall figures
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     for name, figures in results["networks"].items():
         direct = figures["direct"]

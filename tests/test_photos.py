@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -531,3 +532,93 @@ def test_xmp_copies_of_orientation_and_sizes_are_updated(tmp_path):
     written = xmp_of(upscale(source, tmp_path / "p_x2.jpg"))
     assert b'tiff:Orientation="1"' in written and b'exif:PixelXDimension="12"' in written
     assert b"<exif:PixelYDimension>20</exif:PixelYDimension>" in written and b"lightsr-xmp-marker" in written
+
+
+# -- comments, text, density and PNG display chunks ---------------------------------------------------
+
+def png_with_text_and_display(path: Path, pixels: np.ndarray, aspect_only: bool = False) -> Path:
+    """A PNG with a Comment, Latin-1 and UTF-8 text, gAMA and cHRM, and a density (or, ``aspect_only``, a pixel
+    aspect ratio without one)."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "shot at dawn")
+    info.add_text("Author", "Ada Lovelace")
+    info.add_itxt("Title", "Zürich, 東京")
+    info.add(b"gAMA", struct.pack(">I", 45455))
+    info.add(b"cHRM", struct.pack(">8I", 31270, 32900, 64000, 33000, 30000, 60000, 15000, 6000))
+    Image.fromarray(pixels).save(path, "PNG", pnginfo=info, **({} if aspect_only else {"dpi": (300, 300)}))
+    if aspect_only:  # Pillow writes pHYs only from a density: the chunk goes in by hand, after IHDR
+        body = b"pHYs" + struct.pack(">IIB", 3, 2, 0)
+        data = path.read_bytes()
+        path.write_bytes(data[:33] + struct.pack(">I", 9) + body + struct.pack(">I", zlib.crc32(body)) + data[33:])
+    return path
+
+
+def _text_of(picture: Image.Image) -> dict:
+    return {key: str(value) for key, value in picture.info.items() if isinstance(value, str)}
+
+
+@pytest.mark.parametrize("depth16", [False, True])  # Pillow writes 8-bit PNGs, OpenCV plus our chunks 16-bit ones
+def test_png_text_comment_density_and_gamma_are_carried_and_strip_keeps_only_display(tmp_path, depth16):
+    pixels = np.random.default_rng(3).integers(0, 255, (6, 10, 3)).astype(np.uint8)
+    source = tmp_path / "p.png"
+    if depth16:
+        png_with_text_and_display(tmp_path / "p8.png", pixels)
+        carried = metadata.read_metadata(Image.open(tmp_path / "p8.png"))
+        source.write_bytes(images.encode_image(pixels.astype(np.uint16) * 257, images.ImageEncodeSettings("png"),
+                                               carried))
+    else:
+        png_with_text_and_display(source, pixels)
+    out = upscale(source, tmp_path / "p_x2.png")
+    assert out.size == (20, 12)
+    assert _text_of(out) == {"Comment": "shot at dawn", "Author": "Ada Lovelace", "Title": "Zürich, 東京"}
+    assert tuple(round(v) for v in out.info["dpi"]) == (300, 300)
+    assert round(out.info["gamma"], 5) == 0.45455 and out.info["chromaticity"][0] == pytest.approx(0.3127)
+    stripped = upscale(source, tmp_path / "s.png", MetadataPolicy(strip=True))
+    assert _text_of(stripped) == {} and b"Lovelace" not in (tmp_path / "s.png").read_bytes()
+    assert tuple(round(v) for v in stripped.info["dpi"]) == (300, 300) and "gamma" in stripped.info
+
+
+def test_a_png_pixel_aspect_without_density_is_kept(tmp_path):
+    source = png_with_text_and_display(tmp_path / "wide.png", np.zeros((4, 6, 3), np.uint8), aspect_only=True)
+    out = upscale(source, tmp_path / "wide_x2.png")
+    assert out.info.get("aspect") == (3, 2) and "dpi" not in out.info
+
+
+def test_jpeg_comment_and_density_are_carried_and_webp_says_it_cannot_hold_them(tmp_path):
+    source = tmp_path / "c.jpg"
+    Image.fromarray(np.full((6, 10, 3), 90, np.uint8)).save(source, quality=95, comment=b"Roll 12, frame 7",
+                                                           dpi=(240, 240))
+    out = upscale(source, tmp_path / "c_x2.jpg")
+    assert out.info["comment"] == b"Roll 12, frame 7" and out.info["dpi"] == (240, 240)
+    as_png = upscale(source, tmp_path / "c_x2.png")  # the comment becomes the PNG's Comment text
+    assert _text_of(as_png) == {"Comment": "Roll 12, frame 7"} and tuple(map(round, as_png.info["dpi"])) == (240, 240)
+    recorder = Recorder()
+    upscale(source, tmp_path / "c_x2.webp", recorder=recorder)
+    assert recorder.notes == ["note: comment, pixel density (dpi) cannot be written to WEBP"]
+
+
+def test_png_text_into_jpeg_says_the_text_is_lost_but_keeps_the_comment(tmp_path):
+    source = png_with_text_and_display(tmp_path / "t.png", np.zeros((4, 6, 3), np.uint8))
+    recorder = Recorder()
+    out = upscale(source, tmp_path / "t_x2.jpg", recorder=recorder)
+    assert out.info["comment"] == b"shot at dawn" and out.info["dpi"] == (300, 300)
+    assert recorder.notes == ["note: PNG text, PNG gamma/chromaticity/pixel aspect cannot be written to JPEG"]
+
+
+def test_tiff_density_and_document_name_are_carried(tmp_path):
+    tags = TiffImagePlugin.ImageFileDirectory_v2()
+    tags[269], tags[270] = "Scan of letter 4", "a letter"
+    source = tmp_path / "scan.tif"
+    Image.fromarray(np.full((6, 10), 200, np.uint8)).save(source, tiffinfo=tags, dpi=(600, 600))
+    out = upscale(source, tmp_path / "scan_x2.tif")
+    assert out.info["dpi"] == (600, 600) and out.tag_v2[296] == 2
+    assert out.tag_v2[269] == "Scan of letter 4" and out.tag_v2[270] == "a letter"
+
+
+def test_an_animated_gif_keeps_its_comment(tmp_path):
+    frames = animation_frames(alpha=False)
+    source = tmp_path / "c.gif"
+    frames[0].save(source, save_all=True, append_images=frames[1:], duration=[40, 80, 120], loop=0,
+                   comment=b"made for the archive")
+    out = upscale(source, tmp_path / "c_x2.gif")
+    assert out.n_frames == 3 and out.info.get("comment") == b"made for the archive"

@@ -131,13 +131,17 @@ def encode_animation(frames: tuple[np.ndarray, ...], timing: Animation, options:
         save.update(kmin=1, kmax=1)
     if options.format == "png":
         save.update(disposal=list(timing.disposals or [0] * len(frames)), blend=[0] * len(frames))
-    return _save(first, "WEBP" if options.format == "webp" else "PNG", save)
+    if options.format == "png":
+        return images.with_png_aspect(_save(first, "PNG", save), carried)
+    return _save(first, "WEBP", save)
 
 
 def encode_gif(frames: list[np.ndarray], timing: Animation | None, carried: Metadata) -> bytes:
-    """A GIF whose palettes are rebuilt from each frame (metadata other than frames: GIF holds none)."""
+    """A GIF whose palettes are rebuilt from each frame; of the metadata, GIF holds only a comment."""
     pictures = [_palette_frame(images.to_format_depth(frame, "gif")) for frame in frames]
     save: dict[str, Any] = {"optimize": False}
+    if carried is not None and carried.comment:
+        save["comment"] = carried.comment
     if timing is not None:
         save.update(save_all=True, append_images=pictures[1:], duration=list(timing.durations),
                     disposal=list(timing.disposals or [0] * len(frames)))

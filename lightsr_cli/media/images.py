@@ -410,7 +410,15 @@ def _pillow_encode(pixels: np.ndarray, options: ImageEncodeSettings, carried: Me
         if options.format == "jxl" and not pillow.has_jxl():
             raise OutputError("cannot write JPEG XL: no JPEG XL encoder installed", hint=pillow.JXL_HINT) from None
         raise OutputError(f"could not encode the result as {options.format}: {error}") from None
-    return buffer.getvalue()
+    return with_png_aspect(buffer.getvalue(), carried) if options.format == "png" else buffer.getvalue()
+
+
+def with_png_aspect(png: bytes, carried: Metadata) -> bytes:
+    """A PNG from Pillow with the source's aspect-only pHYs (non-square pixels, no density) put back after IHDR:
+    Pillow writes pHYs only from a density."""
+    aspect = b"".join(_png_chunk(kind, body) for kind, body in carried.png_display if kind == b"pHYs")
+    header_end = 8 + 25  # signature + IHDR chunk
+    return png[:header_end] + aspect + png[header_end:] if aspect else png
 
 
 def _opencv_encode(pixels: np.ndarray, options: ImageEncodeSettings) -> bytes:
@@ -447,9 +455,10 @@ def _gray_alpha_png(pixels: np.ndarray) -> bytes:
 
 
 def png_with_metadata(png: bytes, carried: Metadata, width: int, height: int) -> bytes:
-    """``png`` (from an encoder that writes no metadata) with iCCP, eXIf and XMP chunks after its header.
+    """``png`` (from an encoder that writes no metadata) with the carried chunks after its header: iCCP, eXIf,
+    pHYs, the colour chunks, comment, text and XMP.
 
-    Pillow encodes these blocks (EXIF via Pillow's Exif); only the standard chunk wrapping is ours.
+    Pillow encodes the EXIF (via Pillow's Exif); only the standard chunk wrapping is ours.
     """
     chunks = b""
     if carried.icc:
@@ -457,9 +466,11 @@ def png_with_metadata(png: bytes, carried: Metadata, width: int, height: int) ->
     written = metadata.exif_block_for_output(carried.exif, width, height) if carried.exif else None
     if written is not None:
         chunks += _png_chunk(b"eXIf", written[6:] if written.startswith(b"Exif\x00\x00") else written)
-    if carried.xmp:
-        xmp = metadata.updated_xmp(carried.xmp, width, height)
-        chunks += _png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp)
+    if carried.dpi:  # pHYs counts pixels per metre
+        chunks += _png_chunk(b"pHYs", struct.pack(">IIB", *(round(dpi / 0.0254) for dpi in carried.dpi), 1))
+    xmp = metadata.updated_xmp(carried.xmp, width, height) if carried.xmp else None
+    for kind, body in metadata.png_text_chunks(replace(carried, xmp=xmp)):
+        chunks += _png_chunk(kind, body)
     header_end = 8 + 25  # signature + IHDR chunk
     return png[:header_end] + chunks + png[header_end:] if chunks else png
 

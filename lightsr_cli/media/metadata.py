@@ -1,4 +1,5 @@
-"""What a picture says about itself (EXIF, XMP, IPTC, ICC profile), read from one file and written into another.
+"""What a picture says about itself (EXIF, XMP, IPTC, ICC profile, comments and text, pixel density), read from
+one file and written into another.
 
 Pillow parses and writes every block (no hand-written EXIF or ICC parser). What is carried is kept as
 bytes in a frozen ``Metadata``; when writing, EXIF gets orientation 1 (the pixels were rotated on
@@ -17,11 +18,12 @@ from typing import Any
 _EXIF_IFD, _GPS_IFD, _INTEROP_IFD = 0x8769, 0x8825, 0xA005
 _ORIENTATION, _PIXEL_X, _PIXEL_Y = 0x0112, 0xA002, 0xA003
 _XMP_TAG, _IPTC_TAG, _ICC_TAG, _PHOTOSHOP_TAG = 700, 33723, 34675, 34377
+_X_RESOLUTION, _Y_RESOLUTION, _RESOLUTION_UNIT = 282, 283, 296
 _IPTC_RESOURCE = 0x0404
 # TIFF tags that describe how a file stores its pixels (not the picture): a TIFF's first IFD
 # holds them beside the EXIF fields, and they must not travel into another file.
 _STORAGE_TAGS = frozenset({
-    254, 255, 256, 257, 258, 259, 262, 263, 266, 269, 273, 277, 278, 279, 280, 281, 282, 283, 284, 285, 296, 297,
+    254, 255, 256, 257, 258, 259, 262, 263, 266, 273, 277, 278, 279, 280, 281, 282, 283, 284, 296, 297,
     317, 318, 319, 320, 321, 322, 323, 324, 325, 330, 332, 338, 339, 340, 341, 347, 513, 514, 529, 530, 531, 532,
     _XMP_TAG, _IPTC_TAG, _ICC_TAG, _PHOTOSHOP_TAG, _EXIF_IFD, _GPS_IFD, _INTEROP_IFD, 50341, 59932, 59933,
 })
@@ -30,8 +32,14 @@ _FORMATS_WITH = {  # JPEG XL: pillow-jxl-plugin writes EXIF and XMP boxes, but n
     "xmp": {"jpeg", "png", "webp", "tiff", "heic", "avif", "jxl"},
     "iptc": {"jpeg", "tiff"},
     "icc": {"jpeg", "png", "webp", "tiff", "heic", "avif"},
+    "comment": {"jpeg", "png", "gif"},
+    "texts": {"png"},
+    "dpi": {"jpeg", "png", "tiff"},
+    "png_display": {"png"},
 }
-NAMES = {"exif": "EXIF", "xmp": "XMP", "iptc": "IPTC", "icc": "ICC profile"}
+NAMES = {"exif": "EXIF", "xmp": "XMP", "iptc": "IPTC", "icc": "ICC profile", "comment": "comment",
+         "texts": "PNG text", "dpi": "pixel density (dpi)", "png_display": "PNG gamma/chromaticity/pixel aspect"}
+_CARRIED = ("exif", "xmp", "iptc", "icc", "comment", "texts", "dpi", "png_display")
 
 
 @dataclass(frozen=True)
@@ -42,15 +50,28 @@ class Metadata:
     iptc: bytes | None = None
     """IPTC-IIM records (the bytes inside a JPEG's Photoshop block or a TIFF's IPTC tag)."""
     icc: bytes | None = None
+    comment: bytes | None = None
+    """Free text about the picture: a JPEG's COM segment, a GIF's comment, a PNG's "Comment" text."""
+    texts: tuple[tuple[str, str], ...] = ()
+    """A PNG's other text chunks (title, author, creation time, ...) as (keyword, text), in file order."""
+    dpi: tuple[float, float] | None = None
+    """Pixel density as stored (dots per inch); kept as it is, like EXIF's resolution fields."""
+    png_display: tuple[tuple[bytes, bytes], ...] = ()
+    """A PNG's gAMA, cHRM and sRGB chunks and a pixel aspect ratio without density (pHYs, unit 0), as (type,
+    body): how a viewer without an ICC profile shows its colours, and how wide a pixel is."""
 
     def present(self) -> list[str]:
-        return [name for name in ("exif", "xmp", "iptc", "icc") if getattr(self, name)]
+        """The blocks this metadata holds (a lone sRGB chunk says nothing other formats do not assume)."""
+        held = [name for name in _CARRIED if getattr(self, name)]
+        if self.png_display and all(kind == b"sRGB" for kind, _ in self.png_display):
+            held.remove("png_display")
+        return held
 
 
 @dataclass(frozen=True)
 class MetadataPolicy:
     strip: bool = False
-    """Write no EXIF, XMP or IPTC (privacy: GPS, camera serial numbers)."""
+    """Write no EXIF, XMP, IPTC, comments or text (privacy: GPS, camera serial numbers, names)."""
     strip_icc: bool = False
     """Drop the ICC profile too (the colours then look different in managed viewers)."""
     to_srgb: bool = False
@@ -72,7 +93,57 @@ def read_metadata(picture: Any) -> Metadata:
     photoshop = info.get("photoshop")
     if isinstance(photoshop, dict):  # JPEG APP13: Pillow splits the resources, 0x0404 is IPTC
         iptc = iptc or photoshop.get(_IPTC_RESOURCE)
-    return Metadata(exif=exif, xmp=_as_bytes(xmp), iptc=_as_bytes(iptc), icc=_as_bytes(icc))
+    comment, texts = _comment_and_texts(picture)
+    return Metadata(exif=exif, xmp=_as_bytes(xmp), iptc=_as_bytes(iptc), icc=_as_bytes(icc), comment=comment,
+                    texts=texts, dpi=_density(picture), png_display=_png_display(picture))
+
+
+def _comment_and_texts(picture: Any) -> tuple[bytes | None, tuple[tuple[str, str], ...]]:
+    """The comment (JPEG COM, GIF comment, PNG "Comment") and a PNG's other text chunks read before its pixels
+    (where writers put them; those after the pixels would need a full decode to reach)."""
+    comment = _as_bytes(picture.info.get("comment"))
+    if picture.format != "PNG":
+        return comment, ()
+    texts = [(key, str(value)) for key, value in picture.info.items()
+             if isinstance(key, str) and isinstance(value, str) and key != "XML:com.adobe.xmp"]
+    for key, value in texts:
+        if key == "Comment":
+            comment = comment or value.encode("utf-8")
+    return comment, tuple((key, value) for key, value in texts if key != "Comment")
+
+
+def _density(picture: Any) -> tuple[float, float] | None:
+    """The density the file itself stores. Pillow's ``dpi`` is that, except that for a JPEG whose JFIF header has
+    no unit it comes from the EXIF (which travels with the EXIF) or is a made-up 72, and for a TIFF without a
+    resolution unit it is a bare ratio; some files store 0 or nonsense."""
+    if picture.format in ("JPEG", "MPO") and picture.info.get("jfif_unit") not in (1, 2):
+        return None
+    if picture.format == "TIFF" and getattr(picture, "tag_v2", {}).get(_RESOLUTION_UNIT) not in (2, 3):
+        return None
+    try:
+        x, y = (float(value) for value in picture.info.get("dpi"))
+    except (TypeError, ValueError):
+        return None
+    return (x, y) if 0 < x < 1e6 and 0 < y < 1e6 else None
+
+
+def _png_display(picture: Any) -> tuple[tuple[bytes, bytes], ...]:
+    """A PNG's gAMA, cHRM, sRGB and aspect-only pHYs chunks as Pillow read them, back in their standard form."""
+    if picture.format != "PNG":
+        return ()
+    info, chunks = picture.info, []
+    try:
+        if "gamma" in info:
+            chunks.append((b"gAMA", struct.pack(">I", round(float(info["gamma"]) * 100000))))
+        if "chromaticity" in info and len(info["chromaticity"]) == 8:
+            chunks.append((b"cHRM", struct.pack(">8I", *(round(float(v) * 100000) for v in info["chromaticity"]))))
+        if "srgb" in info:
+            chunks.append((b"sRGB", bytes([int(info["srgb"]) & 0xFF])))
+        if "aspect" in info and "dpi" not in info:
+            chunks.append((b"pHYs", struct.pack(">IIB", *(int(v) for v in info["aspect"]), 0)))
+    except (TypeError, ValueError, struct.error):  # a damaged chunk is dropped, not fatal
+        return ()
+    return tuple(chunks)
 
 
 def _as_bytes(value: Any) -> bytes | None:
@@ -126,8 +197,9 @@ def orientation(picture: Any) -> int:
 
 
 def for_output(metadata: Metadata, policy: MetadataPolicy) -> Metadata:
-    """What the policy lets through (ICC kept with --strip-metadata unless --strip-icc)."""
-    kept = Metadata(icc=metadata.icc) if policy.strip else metadata
+    """What the policy lets through. With --strip-metadata, what says how to show the pixels stays (the ICC profile
+    unless --strip-icc, the density, PNG gamma): dropping those changes colours or print size, and names no one."""
+    kept = Metadata(icc=metadata.icc, dpi=metadata.dpi, png_display=metadata.png_display) if policy.strip else metadata
     return replace(kept, icc=None) if policy.strip_icc else kept
 
 
@@ -184,6 +256,10 @@ def pillow_save_options(metadata: Metadata, image_format: str, width: int, heigh
         metadata = replace(metadata, xmp=updated_xmp(metadata.xmp, width, height))
     if metadata.icc and image_format in _FORMATS_WITH["icc"]:
         options["icc_profile"] = metadata.icc
+    if metadata.dpi and image_format in ("jpeg", "png"):
+        options["dpi"] = metadata.dpi
+    if metadata.comment and image_format in ("jpeg", "gif"):
+        options["comment"] = metadata.comment
     if image_format == "tiff":
         exif = updated_exif(metadata.exif, width, height) if metadata.exif else None
         return {**options, "tiffinfo": _tiff_tags(metadata, exif)}
@@ -191,18 +267,40 @@ def pillow_save_options(metadata: Metadata, image_format: str, width: int, heigh
         block = exif_block_for_output(metadata.exif, width, height)
         if block is not None:
             options["exif"] = block
-    if metadata.xmp and image_format in _FORMATS_WITH["xmp"]:
-        if image_format == "png":
-            from PIL import PngImagePlugin
-
-            text = PngImagePlugin.PngInfo()
-            text.add_itxt("XML:com.adobe.xmp", metadata.xmp.decode("utf-8", "replace"))
-            options["pnginfo"] = text
-        else:
-            options["xmp"] = metadata.xmp
+    if image_format == "png":
+        options["pnginfo"] = _png_info(metadata)
+    elif metadata.xmp and image_format in _FORMATS_WITH["xmp"]:
+        options["xmp"] = metadata.xmp
     if metadata.iptc and image_format == "jpeg":
         options["extra"] = jpeg_iptc_segment(metadata.iptc)
     return options
+
+
+def png_text_chunks(metadata: Metadata) -> list[tuple[bytes, bytes]]:
+    """(type, body) of the PNG chunks for the colour chunks, the comment, the text and the XMP, in that order."""
+    chunks = list(metadata.png_display)
+    texts = ([("Comment", metadata.comment.decode("utf-8", "replace"))] if metadata.comment else []) + list(metadata.texts)
+    for keyword, text in texts:
+        name = keyword.encode("latin-1", "replace")[:79] or b"Comment"
+        try:
+            chunks.append((b"tEXt", name + b"\x00" + text.encode("latin-1")))
+        except UnicodeEncodeError:  # tEXt is Latin-1; iTXt holds UTF-8 (uncompressed, no language)
+            chunks.append((b"iTXt", name + b"\x00\x00\x00\x00\x00" + text.encode("utf-8")))
+    if metadata.xmp:
+        chunks.append((b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + metadata.xmp))
+    return chunks
+
+
+def _png_info(metadata: Metadata) -> Any:
+    """Pillow's PngInfo holding :func:`png_text_chunks` (Pillow writes the colour chunks before the palette), but
+    an aspect-only pHYs, which Pillow does not pass on: see images.with_png_aspect."""
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    for kind, body in png_text_chunks(metadata):
+        if kind != b"pHYs":
+            info.add(kind, body)
+    return info
 
 
 def _tiff_tags(metadata: Metadata, exif: Any) -> Any:
@@ -222,6 +320,8 @@ def _tiff_tags(metadata: Metadata, exif: Any) -> Any:
         tags[_XMP_TAG] = metadata.xmp
     if metadata.iptc:
         tags[_IPTC_TAG] = metadata.iptc
+    if metadata.dpi:
+        tags[_RESOLUTION_UNIT], (tags[_X_RESOLUTION], tags[_Y_RESOLUTION]) = 2, metadata.dpi  # 2: inches
     return tags
 
 
