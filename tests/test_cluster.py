@@ -212,6 +212,71 @@ def test_ctrl_c_leaves_no_partial_targets_and_resume_finishes(tmp_path, ray_addr
     assert framemd5(out / "clip_x4.mkv") == framemd5(tmp_path / "local.mkv")
 
 
+def make_clip_with_repeats(path: Path) -> Path:
+    """24 frames at 24000/1001 fps showing 6 pictures a second, each about four times in a row (FFV1:
+    the repeats decode bit for bit the same, so --dedup exact reuses them)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([video.ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi",
+                    "-i", "testsrc=size=64x48:rate=6:duration=1,fps=24000/1001", "-frames:v", "24",
+                    "-c:v", "ffv1", str(path)], check=True, capture_output=True)
+    return path
+
+
+def test_video_with_dedup_matches_a_local_run(tmp_path, ray_address):
+    clip = make_clip_with_repeats(tmp_path / "in" / "still.mkv")
+    local = lightsr(str(clip), "-o", str(tmp_path / "local.mkv"), *VIDEO_ARGS, "--dedup", "exact", "--json")
+    assert local.returncode == 0, local.stderr
+    run = lightsr(str(clip), "-o", str(tmp_path / "cluster.mkv"), *VIDEO_ARGS, "--dedup", "exact",
+                  "--cluster-files", "transfer", "--json", address=ray_address)
+    assert run.returncode == 0, run.stderr
+    assert framemd5(tmp_path / "cluster.mkv") == framemd5(tmp_path / "local.mkv")
+    expected, got = json.loads(local.stdout)["video"], json.loads(run.stdout)["video"]
+    assert got["frames_upscaled"] == expected["frames_upscaled"] < 24  # each segment's repeats were reused
+    assert got["frames_reused"] == expected["frames_reused"]
+
+
+def test_video_with_a_target_width_matches_a_local_run(tmp_path, ray_address):
+    clip = make_clip(tmp_path / "in" / "clip.mkv", seconds=0.5)
+    local = lightsr(str(clip), "-o", str(tmp_path / "local.mkv"), *VIDEO_ARGS, "--width", "100")
+    assert local.returncode == 0, local.stderr
+    run = lightsr(str(clip), "-o", str(tmp_path / "cluster.mkv"), *VIDEO_ARGS, "--width", "100", address=ray_address)
+    assert run.returncode == 0, run.stderr
+    expected, got = video.probe_video(tmp_path / "local.mkv"), video.probe_video(tmp_path / "cluster.mkv")
+    assert (got.width, got.height) == (expected.width, expected.height) == (100, 76)  # even for 4:2:0
+    assert framemd5(tmp_path / "cluster.mkv") == framemd5(tmp_path / "local.mkv")
+
+
+def test_frame_sequence_input_on_shared_paths_matches_a_local_run(tmp_path, ray_address):
+    import cv2
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    rng = np.random.default_rng(11)
+    for number in range(1, 13):
+        cv2.imwrite(str(frames / f"{number:06d}.png"), rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    pattern = str(frames / "%06d.png")
+    local = lightsr(pattern, "-o", str(tmp_path / "local.mkv"), *VIDEO_ARGS, "--fps", "24")
+    assert local.returncode == 0, local.stderr
+    run = lightsr(pattern, "-o", str(tmp_path / "shared.mkv"), *VIDEO_ARGS, "--fps", "24",
+                  "--cluster-files", "shared", address=ray_address)
+    assert run.returncode == 0, run.stderr
+    assert framemd5(tmp_path / "shared.mkv") == framemd5(tmp_path / "local.mkv")
+    refused = lightsr(pattern, "-o", str(tmp_path / "transfer.mkv"), *VIDEO_ARGS, "--fps", "24",
+                      "--cluster-files", "transfer", address=ray_address)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "--cluster-files shared" in refused.stderr
+    assert not (tmp_path / "transfer.mkv").exists()
+
+
+def test_frame_pattern_target_is_a_usage_error(tmp_path, ray_address):
+    clip = make_clip(tmp_path / "in" / "clip.mkv", seconds=0.5)
+    run = lightsr(str(clip), "-o", str(tmp_path / "out" / "%06d.png"), address=ray_address)
+    assert run.returncode == 2, run.stderr
+    assert "error: -o" in run.stderr and "numbered-frames pattern" in run.stderr
+    assert "hint: run without --cluster" in run.stderr and "Traceback" not in run.stderr
+    assert not list(tmp_path.glob("out/*.png"))
+
+
 # -- without a cluster ---------------------------------------------------------------------------
 
 def _run_python(code: str, tmp_path: Path) -> subprocess.CompletedProcess:

@@ -14,7 +14,6 @@ a resumed run produces the same frames as an uninterrupted one.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -23,7 +22,8 @@ import queue
 import shutil
 import threading
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -37,10 +37,9 @@ from ..progress import Reporter
 from .dedup import DedupCounts, DedupSettings, FrameBatch, batches_with_reuse, expand_reuse
 from .images import OutputSettings
 from .jobs import Job
-from .limits import check_input, check_output, output_size
 from .pixels import upscale_rgb
-from .sequences import FrameSequenceOutput, is_frame_pattern, open_source, reader_for, sequence_notes, source_identity
-from .sizing import chroma_subsampled, final_size
+from .sequences import FrameSequenceOutput, is_frame_pattern, reader_for
+from .video_plan import ReplicaFacts, plan_video
 
 _END = object()  # end-of-stream marker in the queues
 _POLL_SECONDS = 0.1
@@ -142,23 +141,13 @@ class PartsFolder:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _plan_of(job: Job, info: video.VideoInfo, pool: EnginePool, settings: VideoSettings, outscale: float | None,
-             per_segment: int) -> dict:
-    """Everything that must match for finished segments to be reused by --resume.
-
-    The devices are named with their hardware (another GPU model or the CPU computes other
-    rounding), and the tile is the one actually used, not the one asked for (None: automatic).
-    """
+def replica_facts(pool: EnginePool, info: video.VideoInfo) -> ReplicaFacts:
+    """What the resume plan of a local run records about its engines for a video of ``info``'s size."""
     engine = pool.primary
-    return {
-        **source_identity(job.source, info), "frames": info.frame_count, "frames_per_segment": per_segment, "model": pool.model_id,
-        "scale": engine.scale, "outscale": outscale, "precision": engine.precision, "tta": engine.tta,
-        "encode": asdict(settings.encode),
-        "engine": hashlib.sha256(f"{engine.spec.name}{engine.tile}".encode()).hexdigest()[:12],
-        "devices": [e.device_description for e in pool.engines], "autotune": engine.autotune,
-        "tile": engine.tile_for(info.height, info.width),
-        **({"dedup": settings.dedup.describe()} if settings.dedup.mode == "near" else {}),  # exact: same frames
-    }
+    return ReplicaFacts(model=pool.model_id, scale=engine.scale, precision=engine.precision, tta=engine.tta,
+                        autotune=engine.autotune, tile=engine.tile_for(info.height, info.width),
+                        devices=tuple(e.device_description for e in pool.engines),
+                        engine=hashlib.sha256(f"{engine.spec.name}{engine.tile}".encode()).hexdigest()[:12])
 
 
 # -- threads ---------------------------------------------------------------------------------------
@@ -239,17 +228,6 @@ def _write_segments(parts: PartsFolder, first_segment: int, per_segment: int, to
 
 # -- one job ---------------------------------------------------------------------------------------
 
-def even_safe_encode(options: video.VideoEncodeSettings, width: int, height: int, bit_depth: int) -> video.VideoEncodeSettings:
-    """4:2:0 needs even sizes: an odd output size gets 4:4:4 unless the user chose a pixel format."""
-    if options.pix_fmt or (width % 2 == 0 and height % 2 == 0):
-        return options
-    default = video.default_pix_fmt(options.codec, bit_depth)
-    wanted = default.replace("420", "444")
-    if wanted in video.encoder_pix_fmts(options.codec):
-        return dataclasses.replace(options, pix_fmt=wanted)
-    return options
-
-
 def run_video_job(pool: EnginePool, job: Job, output: OutputSettings, settings: VideoSettings,
                   reporter: Reporter) -> VideoResult:
     """Upscale one video into ``job.target``: decode, upscale and encode in three overlapping stages.
@@ -282,34 +260,19 @@ def check_joined(joined: Path, info: video.VideoInfo, target: Path) -> None:
 def _upscale_video(pool: EnginePool, job: Job, output: OutputSettings, settings: VideoSettings,
                    reporter: Reporter) -> VideoResult:
     started = time.perf_counter()
-    outscale = output.outscale
     engine = pool.primary  # every engine of the pool has the same settings
-    info = open_source(job.source, settings.sequence_rate)
-    for note in sequence_notes(info, job.target):
+    planned = plan_video(job, output, settings, engine.scale, lambda info: replica_facts(pool, info))
+    for note in planned.notes:
         reporter.note(note)
-    out_w, out_h = output_size(info.width, info.height, engine.scale, outscale)
-    if outscale and outscale != engine.scale:
-        out_w, out_h = max(2, out_w), max(2, out_h)
-    written = info
-    if output.target is not None:  # display pixels in, square samples out (sizing.py)
-        out_w, out_h = final_size(output.target, info.width, info.height, info.sample_aspect_ratio,
-                                  even=chroma_subsampled(settings.encode.pix_fmt))
-        written = dataclasses.replace(info, sample_aspect_ratio=Fraction(1)) if info.sample_aspect_ratio else info
-    check_input(f"each frame of {job.source.name}", info.width, info.height, output.limits)
-    check_output(f"each frame of {job.source.name}", info.width, info.height, engine.scale, outscale, output.limits,
-                 (out_w, out_h) if output.target else None)
-    options = even_safe_encode(settings.encode, out_w, out_h, info.bit_depth)
-    video.check_encoder(options.codec)
-    for warning in video.timing_warnings(info, job.target) + video.hdr_warnings(options.codec, info.hdr):
-        reporter.note(f"warning: {warning}")
-    per_segment = max(1, round(settings.segment_seconds * info.frame_rate))
-    plan = _plan_of(job, info, pool, settings, outscale, per_segment)
+    info, written, options, per_segment, plan = (planned.info, planned.written, planned.encode, planned.per_segment,
+                                                 planned.resume)
+    out_w, out_h = planned.size
     parts: PartsFolder | FrameSequenceOutput
     if is_frame_pattern(job.target):  # -o 'out/%06d.png': one image per frame (sequences.py)
         parts = FrameSequenceOutput(job.target, info, plan, output.overwrite)
         start_frame = parts.start(settings.resume, per_segment if settings.dedup.mode == "near" else 1)
     else:
-        parts = PartsFolder(job.target, {**plan, "size": [out_w, out_h]} if output.target else plan)
+        parts = PartsFolder(job.target, plan)
         first_segment = parts.start(settings.resume)
         start_frame = min(first_segment * per_segment, info.frame_count)
     for each in pool.engines:  # every frame, on every device, cut the same way
@@ -344,7 +307,7 @@ def _upscale_video(pool: EnginePool, job: Job, output: OutputSettings, settings:
         if isinstance(parts, FrameSequenceOutput):
             parts.finish()
         else:
-            _join_segments(parts, info, written, per_segment, job.target, output.overwrite)
+            join_segments(parts, info, written, per_segment, job.target, output.overwrite)
     except LightsrError as error:
         stop.set()
         reader.join(timeout=10)
@@ -366,7 +329,7 @@ def _upscale_video(pool: EnginePool, job: Job, output: OutputSettings, settings:
         wall_seconds=time.perf_counter() - started, resumed_from_frame=start_frame, frames_upscaled=counts.upscaled)
 
 
-def _join_segments(parts: PartsFolder, info: video.VideoInfo, written: video.VideoInfo, per_segment: int,
+def join_segments(parts: PartsFolder, info: video.VideoInfo, written: video.VideoInfo, per_segment: int,
                    target: Path, overwrite: bool) -> None:
     """All segments into one checked file, with the source's other streams, renamed onto the target.
     ``written`` is ``info`` as the output carries it (square samples after a target size)."""
@@ -403,13 +366,24 @@ def _queued_frames(frames_queue: queue.Queue, stop: threading.Event):
 
 def _upscale_stream(pool: EnginePool, batches, results_queue: queue.Queue,
                     stop: threading.Event, size: tuple[int, int]) -> float:
-    """The calling thread's part: batches of frames through the engines, in order; --dedup's repeats
-    are filled in from the previous upscaled frame (dedup.py).
+    """The calling thread's part: batches of frames through the engines into the results queue, in order.
 
     Returns the inference seconds: the time the devices spent upscaling, divided by the number of
     devices (they work side by side), so frames / seconds is the model-only frame rate.
     """
     busy: list[float] = []
+    for result in upscaled_frames(pool, batches, size, busy):
+        if not _put(results_queue, result, stop):
+            return sum(busy) / len(pool)
+    _put(results_queue, _END, stop)
+    return sum(busy) / len(pool)
+
+
+def upscaled_frames(pool: EnginePool, batches: Iterable[FrameBatch], size: tuple[int, int],
+                    busy: list[float]) -> Iterator[np.ndarray]:
+    """Output frames of ``size`` from batches (batches_with_reuse), in order, through the pool's engines;
+    --dedup's repeats are filled in from the previous upscaled frame (dedup.py). The seconds each
+    batch kept a device busy are appended to ``busy``. The cluster's workers use it too."""
 
     def upscale_batch(engine: Engine, batch: FrameBatch) -> tuple[FrameBatch, list[np.ndarray]]:
         started = time.perf_counter()
@@ -419,8 +393,4 @@ def _upscale_stream(pool: EnginePool, batches, results_queue: queue.Queue,
         busy.append(time.perf_counter() - started)
         return batch, results
 
-    for result in expand_reuse(pool.map_ordered(upscale_batch, batches)):
-        if not _put(results_queue, result, stop):
-            return sum(busy) / len(pool)
-    _put(results_queue, _END, stop)
-    return sum(busy) / len(pool)
+    return expand_reuse(pool.map_ordered(upscale_batch, batches))

@@ -12,7 +12,6 @@ storage, by the worker with temp file + rename); Ctrl-C kills the workers and re
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import secrets
 import sys
@@ -23,16 +22,17 @@ from glob import escape as glob_escape
 from pathlib import Path
 
 from ... import fs, weights
-from ...errors import LightsrError, OutputExistsError, TargetBusyError
+from ...errors import LightsrError, OutputExistsError, TargetBusyError, UsageError
 from ...media import video as media_video
 from ...progress import NullReporter, Reporter
 from ...registry import ModelCard
 from ..images import OutputSettings
 from ..jobs import Job, MediaKind
-from ..limits import check_input, check_output, output_size
 from ..loading import EngineSettings
 from ..run import NotesOnce, RunSummary
-from ..video import PartsFolder, VideoResult, VideoSettings, check_joined, even_safe_encode, say_where_the_parts_are
+from ..sequences import is_frame_pattern, is_sequence_source
+from ..video import PartsFolder, VideoResult, VideoSettings, join_segments, say_where_the_parts_are
+from ..video_plan import ReplicaFacts, VideoPlan, plan_video
 from .connect import Workers, connect
 from .summary import ClusterPool, NodeTally
 from .units import ClusterSettings, FileAccess, ImageUnit, SegmentUnit, UnitOutcome
@@ -46,22 +46,21 @@ class ClusterRunSummary(RunSummary):
 
 @dataclass
 class _Video:
-    """A video job in progress: its claim on the target, its parts folder and its segments out."""
+    """A video job in progress: its claim on the target, its plan, its parts folder and its segments out."""
 
     job: Job
-    info: media_video.VideoInfo
+    plan: VideoPlan
     parts: PartsFolder
     lock: fs.TargetLock
-    per_segment: int
     first_segment: int
-    size: tuple[int, int]
-    encode: media_video.VideoEncodeSettings
     progress: object
     source_ref: object = None
     left: int = 0
     failure: LightsrError | None = None
     busy_seconds: float = 0.0
     """Worker seconds spent on its segments (decode, upscale, encode)."""
+    frames_upscaled: int = 0
+    """Frames of its segments that went through the network (the others were reused by --dedup)."""
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -89,6 +88,7 @@ def run_jobs_on_cluster(card: ModelCard, engine: EngineSettings, jobs: list[Job]
 def _run_on_cluster(card: ModelCard, engine: EngineSettings, jobs: list[Job], output: OutputSettings,
                     video: VideoSettings, cluster: ClusterSettings, reporter: Reporter | None,
                     weights_path: Path | None) -> tuple[ClusterRunSummary, ClusterPool]:
+    _refuse_frame_patterns(jobs)
     reporter = NotesOnce(reporter or NullReporter())
     checkpoint = weights_path or weights.ensure_weights(card, reporter).path  # resolved and verified once, here
     ray, connected_here = connect(cluster)
@@ -110,6 +110,15 @@ def _run_on_cluster(card: ModelCard, engine: EngineSettings, jobs: list[Job], ou
             ray.shutdown()
 
 
+def _refuse_frame_patterns(jobs: list[Job]) -> None:
+    """A numbered-frames target (``-o 'out/%06d.png'``) is written frame by frame beside a sidecar, which
+    the cluster's segment-wise driver does not do: refused before any work rather than half done."""
+    for job in jobs:
+        if is_frame_pattern(job.target):
+            raise UsageError(f"-o {job.target} is a numbered-frames pattern, which a cluster run cannot write",
+                             hint="run without {--cluster}, or give -o a video file name")
+
+
 def _shared_storage(ray, actors: list, jobs: list[Job], access: FileAccess) -> bool:
     """Whether workers use the driver's paths: asked for, or (auto) every worker sees inputs and output folders."""
     if access is not FileAccess.AUTO or not jobs:
@@ -123,7 +132,7 @@ def _shared_storage(ray, actors: list, jobs: list[Job], access: FileAccess) -> b
             fs.write_bytes(probe, secrets.token_bytes(secrets.randbelow(4096) + 1), overwrite=False)
             probes.append(probe)
         checks = [(str(p.resolve()), p.stat().st_size) for p in probes]
-        checks += [(str(job.source.resolve()), job.source.stat().st_size) for job in jobs]
+        checks += [_seen_as(job.source) for job in jobs]
         return all(ray.get([actor.sees.remote(checks) for actor in actors]))
     except (OSError, LightsrError):
         return False
@@ -133,6 +142,13 @@ def _shared_storage(ray, actors: list, jobs: list[Job], access: FileAccess) -> b
         for folder in made:  # the jobs create their folders again; a failed run leaves none behind
             with contextlib.suppress(OSError):
                 folder.rmdir()
+
+
+def _seen_as(source: Path) -> tuple[str, int]:
+    """(path, size) a worker must see for ``source``: the file, or a frame sequence's folder."""
+    if is_sequence_source(source):
+        source = source if source.is_dir() else source.parent
+    return str(source.resolve()), source.stat().st_size
 
 
 class _Run:
@@ -315,7 +331,7 @@ class _Run:
     # -- videos ----------------------------------------------------------------------------------
 
     def _start_video(self, job: Job) -> None:
-        """Claim the target, probe, fix the plan and the tile, and queue the segments still to do."""
+        """Claim the target, plan the job as a local run would, and queue the segments still to do."""
         lock = fs.TargetLock(job.target)
         try:
             lock.acquire()
@@ -331,10 +347,11 @@ class _Run:
             self._file_done(job, unexpected_failure(error), lock)
             return
         self.videos[job.target] = state
-        total = math.ceil(state.info.frame_count / state.per_segment)
-        units = [SegmentUnit(job, state.info, index,
-                             media_video.segment_frame_range(index, state.per_segment, state.info.frame_count),
-                             state.parts.plan["tile"], state.size, self.output.outscale, state.encode,
+        plan = state.plan
+        total = math.ceil(plan.info.frame_count / plan.per_segment)
+        units = [SegmentUnit(job, plan.info, plan.written, index,
+                             media_video.segment_frame_range(index, plan.per_segment, plan.info.frame_count),
+                             plan.per_segment, state.parts.plan["tile"], plan.size, plan.encode, self.video.dedup,
                              state.parts.folder if self.shared else None)
                  for index in range(state.first_segment, total)]
         state.left = len(units)
@@ -346,38 +363,29 @@ class _Run:
         self.queue.extendleft((unit, 1, None) for unit in reversed(units))
 
     def _video_state(self, job: Job, lock: fs.TargetLock) -> _Video:
-        info = media_video.probe_video(job.source)
-        outscale, engine_scale = self.output.outscale, self.scale
-        check_input(f"each frame of {job.source.name}", info.width, info.height, self.output.limits)
-        check_output(f"each frame of {job.source.name}", info.width, info.height, engine_scale, outscale,
-                     self.output.limits)
-        out_w, out_h = output_size(info.width, info.height, engine_scale, outscale)
-        if outscale and outscale != engine_scale:
-            out_w, out_h = max(2, out_w), max(2, out_h)
-        encode = even_safe_encode(self.video.encode, out_w, out_h, info.bit_depth)
-        per_segment = max(1, round(self.video.segment_seconds * info.frame_rate))
-        asked = next(actor for actor in self.actors if actor is not None)
-        first = self.ray.get(asked.facts.remote(info.height, info.width))  # its tile is every worker's
-        parts = PartsFolder(job.target, self._plan(job, info, first, encode, per_segment))
+        if not self.shared and is_sequence_source(job.source):
+            raise LightsrError(f"{job.source}: a frame sequence is read by the workers at the driver's paths, "
+                               "and they do not see them", hint="put the frames on storage every node mounts at the "
+                               "same path and pass {--cluster-files shared}, or run without {--cluster}")
+        plan = plan_video(job, self.output, self.video, self.scale, self._replica_facts)
+        for note in plan.notes:
+            self.reporter.note(note)
+        parts = PartsFolder(job.target, plan.resume)
         first_segment = parts.start(self.video.resume)
-        start_frame = min(first_segment * per_segment, info.frame_count)
+        start_frame = min(first_segment * plan.per_segment, plan.info.frame_count)
         if start_frame:
-            self.reporter.note(f"resuming {job.source.name} at frame {start_frame} of {info.frame_count}")
-        progress = self.reporter.task(job.source.name, total=info.frame_count, unit="frame")
+            self.reporter.note(f"resuming {job.source.name} at frame {start_frame} of {plan.info.frame_count}")
+        progress = self.reporter.task(job.source.name, total=plan.info.frame_count, unit="frame")
         progress.advance(start_frame)
-        return _Video(job, info, parts, lock, per_segment, first_segment, (out_w, out_h), encode, progress)
+        return _Video(job, plan, parts, lock, first_segment, progress)
 
-    def _plan(self, job: Job, info, first, encode, per_segment: int) -> dict:
-        """What must match for --resume to reuse finished segments (as the local plan, with the cluster's devices)."""
-        stat = job.source.stat()
-        return {
-            "source": str(job.source.resolve()), "source_size": stat.st_size, "source_mtime_ns": stat.st_mtime_ns,
-            "frames": info.frame_count, "frames_per_segment": per_segment, "model": self.model_id,
-            "scale": self.scale, "outscale": self.output.outscale, "precision": first.precision, "tta": first.tta,
-            "encode": dataclasses.asdict(encode), "cluster": True,
-            "devices": sorted({f.device_description for f in self.facts}), "autotune": first.autotune,
-            "tile": first.tile,
-        }
+    def _replica_facts(self, info: media_video.VideoInfo) -> ReplicaFacts:
+        """The workers as the resume plan records them: one worker's settings and tile (every worker's), all devices."""
+        asked = next(actor for actor in self.actors if actor is not None)
+        first = self.ray.get(asked.facts.remote(info.height, info.width))
+        return ReplicaFacts(model=self.model_id, scale=self.scale, precision=first.precision, tta=first.tta,
+                            autotune=first.autotune, tile=first.tile,
+                            devices=tuple(sorted({f.device_description for f in self.facts})), cluster=True)
 
     def _segment_back(self, unit: SegmentUnit, outcome: UnitOutcome) -> None:
         state = self.videos[unit.job.target]
@@ -393,6 +401,7 @@ class _Run:
                 return
             state.progress.advance(len(unit.frames))
             state.busy_seconds += outcome.seconds
+            state.frames_upscaled += outcome.frames_upscaled
             self.summary.megapixels_in += outcome.megapixels_in
             self.summary.megapixels_out += outcome.megapixels_out
         self._video_unit_done(state)
@@ -409,29 +418,25 @@ class _Run:
 
     def _finish_video(self, state: _Video) -> None:
         """All segments back: join them losslessly with the source's streams onto the target, or report why not."""
-        job, info, parts = state.job, state.info, state.parts
+        job, plan, parts = state.job, state.plan, state.parts
+        info = plan.info
         try:
             if state.failure is not None:
                 raise state.failure
-            joined = parts.joined()
-            media_video.concat_segments([parts.segment(i) for i in range(math.ceil(info.frame_count / state.per_segment))],
-                                        info, joined, frames_per_segment=state.per_segment)
-            check_joined(joined, info, job.target)
-            fs.place_file(joined, job.target, overwrite=self.output.overwrite)
-            parts.remove()
+            join_segments(parts, info, plan.written, plan.per_segment, job.target, self.output.overwrite)
         except LightsrError as error:
             say_where_the_parts_are(error, parts)
             self._end_video(state, error)
             return
-        frames = info.frame_count - state.first_segment * state.per_segment
-        out_w, out_h = state.size
+        start_frame = min(state.first_segment * plan.per_segment, info.frame_count)
+        frames = info.frame_count - start_frame
+        out_w, out_h = plan.size
         self.summary.videos.append(VideoResult(
             frames=frames, megapixels_in=frames * info.width * info.height / 1e6,
             megapixels_out=frames * out_w * out_h / 1e6, decode_seconds=0.0,
             inference_seconds=state.busy_seconds / len(self.actors),  # workers side by side, as devices are
             encode_seconds=0.0, wall_seconds=time.perf_counter() - state.started,
-            resumed_from_frame=state.first_segment * state.per_segment,
-            frames_upscaled=frames))  # the cluster does not --dedup: every frame went through the network
+            resumed_from_frame=start_frame, frames_upscaled=state.frames_upscaled))
         self._end_video(state, None)
 
     def _end_video(self, state: _Video, error: LightsrError | None) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ... import errors
 from ...media.video import VideoEncodeSettings, VideoInfo
+from ..dedup import DedupSettings
 from ..jobs import Job
 
 
@@ -55,16 +56,22 @@ class ImageUnit:
 
 @dataclass(frozen=True)
 class SegmentUnit:
+    """One resume segment of a video job, as the local pipeline would compute it (video_plan.VideoPlan)."""
+
     job: Job
     info: VideoInfo
-    """As probed on the driver (its path is the driver's)."""
+    """As opened on the driver (its paths are the driver's; a SequenceInfo for a frame sequence)."""
+    written: VideoInfo
+    """``info`` as the output carries it (square samples after a target size)."""
     index: int
     frames: range
+    per_segment: int
+    """Frames per resume segment: --dedup starts afresh at each segment's first frame."""
     tile: int
     size: tuple[int, int]
-    """Output frame width, height."""
-    outscale: float | None
+    """Output frame width, height (--outscale, --fit/--fill/--width/--height)."""
     encode: VideoEncodeSettings
+    dedup: DedupSettings
     parts_folder: Path | None
     """Shared storage: the target's parts folder, written by the worker; None: bytes come back."""
 
@@ -131,3 +138,5 @@ class UnitOutcome:
     failure: UnitFailure | None = None
     notes: tuple[str, ...] = ()
     fp32_fallbacks: int = 0
+    frames_upscaled: int = 0
+    """Segments: the frames that went through the network (the others were reused by --dedup)."""

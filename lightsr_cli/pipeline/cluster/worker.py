@@ -3,8 +3,9 @@
 It builds its engine once from checkpoint bytes the driver resolved and verified (they arrive
 through the object store: no worker downloads anything), then runs units with the local
 pipeline's own code: an image unit is :func:`run_image_job` on a private copy of the input (or on
-the shared paths), a video segment is the frames of ``segment_frame_range`` decoded, upscaled and
-encoded exactly as the local resume segments are. Whatever fails for the file's own reasons comes
+the shared paths), a video segment is the frames of ``segment_frame_range`` decoded (from a video
+file or a frame sequence), deduplicated, upscaled, resized and encoded exactly as the local resume
+segments are. Whatever fails for the file's own reasons comes
 back as a :class:`UnitFailure`; only the worker's death is left to Ray and the driver.
 """
 
@@ -15,21 +16,22 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from ...errors import LightsrError
-from ...media import images
-from ...media.video import FrameReader, segment_timing
+from ...media.video import segment_timing
 from ...registry import ModelCard
+from ..dedup import DedupCounts, batches_with_reuse
 from ..images import OutputSettings, run_image_job
 from ..jobs import Job
 from ..loading import EngineSettings, load_pool
-from ..pixels import upscale_rgb
 from ..run import unexpected_failure
-from ..video import PartsFolder
+from ..sequences import reader_for
+from ..video import PartsFolder, upscaled_frames
 from .units import ImageUnit, SegmentUnit, UnitFailure, UnitOutcome, WorkerFacts, lightsr_version
 
 
@@ -117,23 +119,36 @@ class UpscaleWorker:
                 shutil.rmtree(work, ignore_errors=True)
 
     def segment(self, unit: SegmentUnit, source: list) -> UnitOutcome:
-        """Upscale one segment of a video; ``source`` is [] (shared paths) or [ObjectRef of its bytes]."""
+        """Upscale one segment of a video; ``source`` is [] (shared paths) or [ObjectRef of its bytes].
+
+        The frames go the local pipeline's way (video.upscaled_frames): --dedup decides afresh from
+        the segment's first frame, as it does locally at every segment boundary, so a segment done
+        here is the segment a local run makes.
+        """
         started, notes = time.perf_counter(), _NotesKept()
         fallbacks = self._pool.fp32_fallbacks
         try:
-            info = unit.info if not source else replace(unit.info, path=self._local_video(unit, source[0]))
+            info, written = unit.info, unit.written
+            if source:
+                local = self._local_video(unit, source[0])
+                info, written = replace(info, path=local), replace(written, path=local)
             for engine in self._pool.engines:  # every worker cuts this video's frames the same way
                 engine.use_tile(info.height, info.width, unit.tile)
             parts = self._parts(unit)
-            parts.write_segment(unit.index, self._upscaled_frames(unit, info), info.frame_rate, unit.encode, info,
-                                timing=segment_timing(info, unit.frames))
+            counts = DedupCounts()
+            with reader_for(info, unit.frames.start) as reader:
+                batches = batches_with_reuse(_frames_of(unit, reader), self._pool.primary.batch, unit.dedup,
+                                             unit.frames.start, unit.per_segment, counts)
+                parts.write_segment(unit.index, upscaled_frames(self._pool, batches, unit.size, []),
+                                    written.frame_rate, unit.encode, written, timing=segment_timing(written, unit.frames))
             data = None if unit.parts_folder is not None else parts.segment(unit.index).read_bytes()
             if unit.parts_folder is None:
                 parts.segment(unit.index).unlink()
             count = len(unit.frames)
             out_w, out_h = unit.size
             return self._outcome(started, notes, fallbacks, megapixels_in=count * info.width * info.height / 1e6,
-                                 megapixels_out=count * out_w * out_h / 1e6, data=data)
+                                 megapixels_out=count * out_w * out_h / 1e6, data=data,
+                                 frames_upscaled=counts.upscaled)
         except Exception as error:  # noqa: BLE001 - the per-file boundary
             failure = error if isinstance(error, LightsrError) else unexpected_failure(error)
             return self._outcome(started, notes, fallbacks, failure=UnitFailure.of(failure))
@@ -170,18 +185,12 @@ class UpscaleWorker:
         parts.folder.mkdir(parents=True, exist_ok=True)
         return parts
 
-    def _upscaled_frames(self, unit: SegmentUnit, info):
-        """The segment's frames upscaled in batches of the engine's size (as the local pipeline does)."""
-        engine = self._pool.primary
-        with FrameReader(info, start_frame=unit.frames.start) as reader:
-            frames = iter(reader)
-            remaining = len(unit.frames)
-            while remaining:
-                batch = [frame for _, frame in zip(range(min(engine.batch, remaining)), frames, strict=False)]
-                if not batch:
-                    raise LightsrError(f"{unit.job.source.name} ended before frame {unit.frames.stop}")
-                remaining -= len(batch)
-                for result in upscale_rgb(engine, np.stack(batch)):
-                    if unit.outscale and unit.outscale != engine.scale:
-                        result = images.resize(result, *unit.size)
-                    yield result
+
+def _frames_of(unit: SegmentUnit, reader) -> Iterator[np.ndarray]:
+    """The segment's decoded frames from a reader that starts at its first frame."""
+    frames = iter(reader)
+    for _ in unit.frames:
+        frame = next(frames, None)
+        if frame is None:
+            raise LightsrError(f"{unit.job.source.name} ended before frame {unit.frames.stop}")
+        yield frame
