@@ -210,3 +210,29 @@ def test_compiled_engine_matches_eager_and_does_not_recompile_per_frame():
         torch.testing.assert_close(compiled.upscale(frames[index:index + 1]), eager.upscale(frames[index:index + 1]),
                                    atol=1e-3, rtol=0)
     assert counters["stats"]["unique_graphs"] == graphs
+
+
+class Doubles(nn.Module):
+    """A network and, as its 'CPU inference form', a differently-built module of the same function."""
+
+    def forward(self, x):
+        return torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+
+
+class DoublesFast(Doubles):
+    def __init__(self, network):
+        super().__init__()
+        self.network = network
+
+
+@pytest.mark.parametrize(("precision", "compile", "uses_form"),
+                         [("fp32", False, True), ("bf16", False, False), ("fp32", True, False)])
+def test_cpu_inference_form_is_used_for_eager_fp32_on_the_cpu_only(precision, compile, uses_form):
+    built = []
+    spec = _spec(cpu_inference_form=lambda network: built.append(network) or DoublesFast(network))
+    engine = Engine(Doubles(), spec, 2, device="cpu", precision=precision, compile=compile)
+    assert isinstance(engine._eager_network, DoublesFast) is uses_form
+    assert len(built) == int(uses_form)
+    image = _image()
+    expected = Engine(Doubles(), _spec(), 2, device="cpu").upscale(image)
+    torch.testing.assert_close(engine.upscale(image), expected, atol=0.01 if precision == "bf16" else 1e-6, rtol=0)

@@ -265,6 +265,143 @@ class BSRN(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------
+# CPU inference form: oneDNN's fused convolutions, no concatenations
+# --------------------------------------------------------------------------------------------
+
+
+def _pointwise_weight(layer: nn.Module) -> torch.Tensor:
+    """A pointwise layer's weight as a 4D 1x1 conv weight (Linear layers store it as 2D)."""
+    weight = layer.weight
+    return weight if weight.ndim == 4 else weight[:, :, None, None]
+
+
+def _input_slices(layer: nn.Module, parts: int) -> list[torch.Tensor]:
+    """The weight of a pointwise conv over ``parts`` concatenated inputs, cut per input.
+
+    ``layer(cat([a, b, ...]))`` equals ``conv(a, W_a) + conv(b, W_b) + ... + bias``: summing the
+    parts as they are produced never materialises the concatenation (BSRN's trunk concatenates
+    eight 64-channel maps, 118 MB at 320x180, and each block four 32-channel ones).
+    """
+    weight = _pointwise_weight(layer).detach()
+    width = weight.shape[1] // parts
+    return [weight[:, i * width:(i + 1) * width].contiguous(memory_format=torch.channels_last)
+            for i in range(parts)]
+
+
+def _onednn_ops_available() -> bool:
+    """Whether this torch build has oneDNN's fused convolution ops (x86 and most ARM CPU builds)."""
+    mkldnn_ops = getattr(torch.ops, "mkldnn", None)
+    return (torch.backends.mkldnn.is_available() and mkldnn_ops is not None
+            and hasattr(mkldnn_ops, "_convolution_pointwise") and hasattr(mkldnn_ops, "_convolution_pointwise_"))
+
+
+def _conv(x: torch.Tensor, layer: nn.Module, then: str = "none", weight: torch.Tensor | None = None,
+          bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``layer(x)`` through oneDNN with an optional fused activation (``then``: "gelu", the exact
+    erf form F.gelu computes, or "sigmoid"); ``weight``/``bias`` replace the layer's own."""
+    if weight is None:
+        weight, bias = _pointwise_weight(layer), layer.bias
+    if isinstance(layer, nn.Conv2d):
+        padding, stride, groups = list(layer.padding), list(layer.stride), layer.groups
+    else:  # a Linear-stored pointwise layer
+        padding, stride, groups = [0, 0], [1, 1], 1
+    algorithm = "none" if then == "gelu" else None
+    return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, padding, stride, [1, 1], groups,
+                                                   then, [], algorithm)
+
+
+def _add_pointwise(total: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``total += conv(x, weight)`` (1x1, no bias) in one oneDNN pass that accumulates in place."""
+    return torch.ops.mkldnn._convolution_pointwise_(total, x, weight, None, [0, 0], [1, 1], [1, 1], 1,
+                                                    "add", 1.0, None, [], None)
+
+
+class OneDnnBSRN(nn.Module):
+    """A built BSRN / BSRN-S run for fp32 CPU inference: the same function, about 10-15% faster.
+
+    Measured on a 2-vCPU Xeon (bsrn-x4, 320x180 input, channels_last): 400 ms -> 355 ms per frame,
+    max abs difference 1e-6 from :class:`BSRN`. Where the time went: the trunk's and the blocks'
+    concatenations (a channel interleave in channels_last), and GELUs and sigmoids run as separate
+    passes over the maps. Here the concatenated 1x1 convs become sums of per-part convs that
+    oneDNN accumulates in place, and the activations after convs run inside the conv kernels.
+
+    It shares the network's parameters (only the cut 1x1 weights are copies, made once), so it
+    is built after the network has its weights and its device; it has no state dict of its own.
+    """
+
+    def __init__(self, network: BSRN) -> None:
+        super().__init__()
+        self.network = network
+        self.blocks = [getattr(network, name) for name in network.block_names]
+        self._trunk_weights = _input_slices(network.c1, len(self.blocks))
+        self._fusion_weights = [_input_slices(block.c5, 4) for block in self.blocks]
+
+    def _block(self, block: DistillationBlock, fusion_weights: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        kept = []
+        r = x
+        for distil, refine in ((block.c1_d, block.c1_r), (block.c2_d, block.c2_r), (block.c3_d, block.c3_r)):
+            kept.append(_conv(r, distil, then="gelu"))
+            # gelu_ is F.gelu in place (exact erf form); the sum is a fresh tensor, r stays intact.
+            r = torch._C._nn.gelu_(_conv(_conv(r, refine.pw), refine.dw).add_(r))
+        kept.append(_conv(_conv(r, block.c4.pw), block.c4.dw, then="gelu"))
+        fused = _conv(kept[0], block.c5, weight=fusion_weights[0], bias=block.c5.bias)
+        for part, weight in zip(kept[1:], fusion_weights[1:], strict=True):
+            fused = _add_pointwise(fused, part, weight)
+        out = self._esa(block.esa, fused)
+        if hasattr(block, "cca"):
+            return torch.addcmul(x, out, block.cca.conv_du(contrast_stats(out)))
+        return block.conv_out(out * block.cw.view(1, -1, 1, 1)).add_(x)
+
+    @staticmethod
+    def _esa(esa: ESA, x: torch.Tensor) -> torch.Tensor:
+        reduced = _conv(x, esa.conv1)
+        coarse = F.max_pool2d(esa.conv2(reduced), kernel_size=7, stride=3)
+        coarse = F.gelu(esa.conv_max(coarse))
+        coarse = F.gelu(esa.conv3(coarse))
+        coarse = F.interpolate(esa.conv3_(coarse), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return x * _conv(_conv(reduced, esa.conv_f).add_(coarse), esa.conv4, then="sigmoid")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        network = self.network
+        shallow = network.fea_conv(x.repeat(1, network.input_repeats, 1, 1))
+        feat = shallow
+        trunk = None
+        for block, fusion_weights, weight in zip(self.blocks, self._fusion_weights, self._trunk_weights, strict=True):
+            feat = self._block(block, fusion_weights, feat)
+            trunk = (_conv(feat, network.c1, weight=weight, bias=network.c1.bias) if trunk is None
+                     else _add_pointwise(trunk, feat, weight))
+        trunk = torch._C._nn.gelu_(trunk)
+        return network.upsampler(network.c2(trunk).add_(shallow))
+
+
+def _smooth_probe(height: int, width: int) -> torch.Tensor:
+    """A small picture-like input (smooth colour waves in [0.1, 0.9]), 1x3xHxW channels_last.
+
+    Not noise: on uniform noise BSRN x2's activations reach thousands and float rounding alone
+    moves its output by whole units, so a comparison there says nothing about correctness.
+    """
+    y = torch.linspace(0, 1, height)[:, None]
+    x = torch.linspace(0, 1, width)[None, :]
+    waves = torch.stack([0.5 + 0.4 * torch.sin(6 * x + 3 * y + phase) for phase in range(3)])
+    return waves[None].contiguous(memory_format=torch.channels_last)
+
+
+def cpu_inference_form(network: nn.Module) -> nn.Module:
+    """:class:`OneDnnBSRN` around ``network`` where this torch build runs it and it agrees with
+    the network on a small input (1e-4); the network itself otherwise (no oneDNN, other CPUs)."""
+    if not isinstance(network, BSRN) or not _onednn_ops_available():
+        return network
+    try:
+        fast = OneDnnBSRN(network)
+        probe = _smooth_probe(24, 20).to(next(network.parameters()).device)
+        with torch.inference_mode():
+            agrees = bool((fast(probe) - network(probe)).abs().max() <= 1e-4)
+    except RuntimeError:  # an op or a layout this build's oneDNN does not support
+        return network
+    return fast if agrees else network
+
+
+# --------------------------------------------------------------------------------------------
 # Spec: build, checkpoint preparation, detection
 # --------------------------------------------------------------------------------------------
 
@@ -338,4 +475,5 @@ SPEC = ArchSpec(
     activation_bytes_per_pixel=12288,
     # The 8 x 64-channel concatenated trunk (counted with a dispatch mode over a 128x128 forward).
     widest_activation=512,
+    cpu_inference_form=cpu_inference_form,
 )

@@ -57,11 +57,16 @@ class ArchSpec:
     """The same in fp16/bf16; None: half the fp32 figure. Set where parts stay fp32 in half
     precision (attention logits and softmax, statistics), which then dominate."""
     widest_activation: int = 256
+    """Elements per LR input pixel of the largest single tensor of a forward pass: a pass whose
+    tensor would reach 2^31 elements (beyond 32-bit indexing in many CUDA kernels) is tiled."""
     onnx_fixed_size: str = ""
     """Why a traced ONNX graph of this network holds for one input size only (empty: any size).
     Such a network exports with a static size only, and does not run on the onnxruntime backend."""
-    """Elements per LR input pixel of the largest single tensor of a forward pass: a pass whose
-    tensor would reach 2^31 elements (beyond 32-bit indexing in many CUDA kernels) is tiled."""
+    cpu_inference_form: Callable[[nn.Module], nn.Module] | None = None
+    """network -> a faster module computing the same function (to float rounding) for fp32
+    inference on the CPU, sharing the network's parameters; it returns the network itself where
+    that form is not available. The torch engine applies it to an fp32 CPU network it does not
+    compile; exports, training and other devices use the network as built."""
 
     def bytes_per_pixel(self, dtype: torch.dtype) -> float:
         """Peak activation bytes per LR input pixel when computing in ``dtype``."""

@@ -61,6 +61,8 @@ class Engine(TiledEngine):
         # NHWC suits convolutions on CUDA and in oneDNN on CPUs (measured on a 2-vCPU EPYC, 320x180
         # input: BSRN x4 1.29x, PlainUSR x4 1.11x faster than NCHW).
         self.channels_last = spec.channels_last
+        # torch.compile traces the network as built; the CPU inference form is for eager runs.
+        self._will_compile = compile
         # Module.to() casts in place: keep the fp32 original for the NaN fallback.
         self._fp32_master = network
         own_copy = copy.deepcopy(network) if self.dtype != torch.float32 else network
@@ -93,7 +95,11 @@ class Engine(TiledEngine):
         network = network.to(self.device, dtype)
         if self.channels_last:
             network = network.to(memory_format=torch.channels_last)
-        return network.eval()
+        network = network.eval()
+        cpu_form = self.spec.cpu_inference_form
+        if cpu_form is not None and self.device.type == "cpu" and dtype == torch.float32 and not self._will_compile:
+            network = cpu_form(network)
+        return network
 
     # -- what the tiled engine asks of a backend --------------------------------------------------
 

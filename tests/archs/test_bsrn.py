@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -94,6 +95,56 @@ def test_parity_with_official_output(official_weights, parity_dir, stem):
     assert sr.shape == data["sr"].shape == (1, 3, 40 * scale, 36 * scale)
     max_diff = float(np.abs(sr - data["sr"]).max())
     assert max_diff <= 1e-4, f"{stem}: max |diff| {max_diff:.3g}"
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_cpu_inference_form_reproduces_official_output(official_weights, parity_dir, stem):
+    """The oneDNN form (sums instead of concatenations, fused activations) is the same function."""
+    data = np.load(parity_dir / f"BSRN__{stem}.npz")
+    model = copy.deepcopy(_model(official_weights, stem)).to(memory_format=torch.channels_last)
+    fast = SPEC.cpu_inference_form(model)
+    if fast is model:
+        pytest.skip("this torch build has no oneDNN fused convolutions")
+    assert isinstance(fast, bsrn.OneDnnBSRN)
+    lr = torch.from_numpy(data["lr"]).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        sr = fast(lr).numpy()
+    max_diff = float(np.abs(sr - data["sr"]).max())
+    assert max_diff <= 1e-4, f"{stem}: max |diff| {max_diff:.3g}"
+
+
+@pytest.mark.parametrize("stem", ["net_g_BSRN_x4", "net_g_BSRN-S"])
+def test_cpu_inference_form_matches_network_on_a_batch_of_odd_sizes(official_weights, shared_dir, stem):
+    model = _model(official_weights, stem)
+    fast = SPEC.cpu_inference_form(model)
+    if fast is model:
+        pytest.skip("this torch build has no oneDNN fused convolutions")
+    crop = _set14_crop(shared_dir, 48)[..., :37, :45]  # odd sides, not a multiple of anything
+    batch = torch.cat([crop, crop.flip(-1)])
+    for x in (batch, batch.contiguous(memory_format=torch.channels_last)):
+        with torch.inference_mode():
+            expected, got = model(x), fast(x)
+        assert got.shape == expected.shape == (2, 3, 37 * 4, 45 * 4)
+        assert float((got - expected).abs().max()) <= 1e-5
+    assert [p.data_ptr() for p in fast.parameters()] == [p.data_ptr() for p in model.parameters()]
+
+
+def test_cpu_inference_form_leaves_other_networks_alone():
+    other = torch.nn.Conv2d(3, 3, 3)
+    assert SPEC.cpu_inference_form(other) is other
+
+
+def test_cpu_inference_form_falls_back_where_it_disagrees(official_weights, monkeypatch):
+    """A oneDNN build that computes something else (or fails) keeps the network as built."""
+    model = _model(official_weights, "net_g_BSRN-S")
+    monkeypatch.setattr(bsrn, "_add_pointwise", lambda total, x, weight: total)
+    assert SPEC.cpu_inference_form(model) is model
+
+    def unsupported(*args):
+        raise RuntimeError("mkldnn_convolution_pointwise: unsupported")
+
+    monkeypatch.setattr(bsrn, "_add_pointwise", unsupported)
+    assert SPEC.cpu_inference_form(model) is model
 
 
 # --------------------------------------------------------------------------------------------
