@@ -8,7 +8,8 @@ today, lightsr, naive, today, lightsr, ...), so a shared machine's drifting load
   lightsr's process settings (checked: no engine is created, the allocator is untouched, and no
   MALLOC_* variables are passed to it).
 - ``today``: ``lightsr_cli.Upscaler(model, device="cpu").upscale(frame)`` with
-  LIGHTSR_TUNE_ALLOCATOR=0: the engine path as it ran before the allocator tuning.
+  LIGHTSR_TUNE_ALLOCATOR=0: the engine path as it ran before the allocator tuning (but with what came
+  later, such as BSRN's CPU inference form: benchmarks/cpu_inference_form.py measures that alone).
 - ``lightsr``: the same call with lightsr's defaults: what the CLI and the Python API run now.
 
 Per model: median ms per frame, speed-up over naive, minor page faults per frame after warm-up
