@@ -59,6 +59,38 @@ def test_folder_recursive_mirrors_tree_and_json_summary(tmp_path):
     assert cv2.imread(str(tmp_path / "big" / "sub" / "b_x2.jpg")).shape == (40, 48, 3)
 
 
+def test_files_lightsr_does_not_read_are_reported_and_left_alone(tmp_path):
+    _png(tmp_path / "in" / "a.png")
+    (tmp_path / "in" / "notes.txt").write_text("shot list")
+    netpbm = tmp_path / "in" / "scan.ppm"
+    assert cv2.imwrite(str(netpbm), np.zeros((20, 24, 3), np.uint8))
+    (tmp_path / "in" / "README").write_text("no extension")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "in").iterdir()}
+    code, out, err = run("upscale", str(tmp_path / "in"), "-o", str(tmp_path / "big"), "-s", "2", "--device", "cpu",
+                         "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["files"] == 1 and summary["failed"] == []
+    assert sorted(summary["ignored"]) == sorted(str(tmp_path / "in" / n) for n in ("README", "notes.txt", "scan.ppm"))
+    assert _files(tmp_path / "big") == ["a_x2.png"]
+    assert {p.name: p.read_bytes() for p in (tmp_path / "in").iterdir()} == before
+    code, _, err = run("upscale", str(tmp_path / "in"), "-o", str(tmp_path / "again"), "-s", "2", "--device", "cpu")
+    assert code == 0, err
+    assert "left alone: 3 files that lightsr does not read" in " ".join(err.split())
+    assert "(no extension) 1, .ppm 1, .txt 1" in " ".join(err.split())
+
+
+def test_a_folder_of_only_other_files_says_what_it_found(tmp_path):
+    (tmp_path / "in").mkdir()
+    for name in ("a.ppm", "b.ppm", "c.txt"):
+        (tmp_path / "in" / name).write_bytes(b"x")
+    code, _, err = run("upscale", str(tmp_path / "in"), "--device", "cpu")
+    assert code != 0
+    assert "error: no images or videos found" in err
+    assert "found only other files (.ppm 2, .txt 1)" in " ".join(err.split())
+    assert "Traceback" not in err
+
+
 def test_glob_with_model_tile_batch_and_format(tmp_path):
     for name in ("x.png", "y.png", "z.bmp"):
         _png(tmp_path / "scans" / name, 60, 70)

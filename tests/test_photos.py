@@ -27,19 +27,8 @@ IPTC = b"\x1c\x02\x00\x00\x02\x00\x04" + b"\x1c\x02\x05\x00\x0bBridge Test" + b"
 GPS_LATITUDE = (48.0, 51.0, 29.5)
 
 
-def display_p3_profile() -> bytes:
-    """A Display P3 matrix/TRC ICC v2 profile (D50-adapted primaries, gamma 2.2), built field by field."""
-    def xyz(x, y, z):
-        return b"XYZ \x00\x00\x00\x00" + struct.pack(">iii", *(round(v * 65536) for v in (x, y, z)))
-
-    description = b"Display P3 (test)"
-    desc = (b"desc\x00\x00\x00\x00" + struct.pack(">I", len(description) + 1) + description + b"\x00"
-            + b"\x00" * 12 + b"\x00\x00" + b"\x00" + b"\x00" * 67)
-    curve = b"curv\x00\x00\x00\x00" + struct.pack(">IH", 1, int(2.2 * 256)) + b"\x00\x00"
-    tags = [(b"desc", desc), (b"wtpt", xyz(0.9642, 1.0, 0.8249)), (b"rXYZ", xyz(0.5151, 0.2412, -0.0011)),
-            (b"gXYZ", xyz(0.2920, 0.6922, 0.0419)), (b"bXYZ", xyz(0.1571, 0.0666, 0.7841)),
-            (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve),
-            (b"cprt", b"text\x00\x00\x00\x00none\x00\x00\x00\x00")]
+def icc_profile(tags: list[tuple[bytes, bytes]], device_class: bytes, colour_space: bytes, pcs: bytes) -> bytes:
+    """An ICC v2 profile from its tags (signature, data), built field by field."""
     offset = 128 + 4 + 12 * len(tags)
     table, body = struct.pack(">I", len(tags)), b""
     for signature, data in tags:
@@ -47,14 +36,60 @@ def display_p3_profile() -> bytes:
         table += signature + struct.pack(">II", offset + len(body), len(data))
         body += data
     size = offset + len(body)
-    header = (struct.pack(">I", size) + b"lcms" + bytes([2, 0x10, 0, 0]) + b"mntrRGB XYZ " + bytes(12) + b"acsp"
-              + b"APPL" + bytes(4) + bytes(4) + bytes(4) + bytes(8) + bytes(4)
+    header = (struct.pack(">I", size) + b"lcms" + bytes([2, 0x10, 0, 0]) + device_class + colour_space + pcs
+              + bytes(12) + b"acsp" + b"APPL" + bytes(4) + bytes(4) + bytes(4) + bytes(8) + bytes(4)
               + struct.pack(">iii", 63190, 65536, 54061) + b"lcms" + bytes(44))
     assert len(header) == 128
     return header + table + body
 
 
+def _xyz(x: float, y: float, z: float) -> bytes:
+    return b"XYZ \x00\x00\x00\x00" + struct.pack(">iii", *(round(v * 65536) for v in (x, y, z)))
+
+
+def _desc(description: bytes) -> bytes:
+    return (b"desc\x00\x00\x00\x00" + struct.pack(">I", len(description) + 1) + description + b"\x00"
+            + b"\x00" * 12 + b"\x00\x00" + b"\x00" + b"\x00" * 67)
+
+
+_COPYRIGHT = (b"cprt", b"text\x00\x00\x00\x00none\x00\x00\x00\x00")
+_D50 = (0.9642, 1.0, 0.8249)
+
+
+def display_p3_profile() -> bytes:
+    """A Display P3 matrix/TRC ICC v2 profile (D50-adapted primaries, gamma 2.2)."""
+    curve = b"curv\x00\x00\x00\x00" + struct.pack(">IH", 1, int(2.2 * 256)) + b"\x00\x00"
+    tags = [(b"desc", _desc(b"Display P3 (test)")), (b"wtpt", _xyz(*_D50)), (b"rXYZ", _xyz(0.5151, 0.2412, -0.0011)),
+            (b"gXYZ", _xyz(0.2920, 0.6922, 0.0419)), (b"bXYZ", _xyz(0.1571, 0.0666, 0.7841)),
+            (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve), _COPYRIGHT]
+    return icc_profile(tags, b"mntr", b"RGB ", b"XYZ ")
+
+
+def _srgb_to_lab(rgb: np.ndarray) -> tuple[float, float, float]:
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    to_xyz_d50 = np.array([[0.4360747, 0.3850649, 0.1430804], [0.2225045, 0.7168786, 0.0606169],
+                           [0.0139322, 0.0971045, 0.7141733]])
+    xyz = to_xyz_d50 @ linear / np.array(_D50)
+    f = np.where(xyz > 216 / 24389, np.cbrt(xyz), (24389 / 27 * xyz + 16) / 116)
+    return 116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])
+
+
+def swapped_inks_cmyk_profile() -> bytes:
+    """A CMYK printer profile (Lab PCS, a 2-point lut8 A2B0) whose cyan ink shows as magenta and magenta
+    as cyan: a conversion through it is told apart from the plain ink formula at a glance."""
+    clut = b""
+    for c, m, y, k in np.ndindex(2, 2, 2, 2):  # the first input channel varies slowest, as the lut wants
+        lightness, a, b = _srgb_to_lab(np.array([(1 - m) * (1 - k), (1 - c) * (1 - k), (1 - y) * (1 - k)], float))
+        clut += bytes([round(lightness / 100 * 255), *(round(min(max(v + 128, 0), 255)) for v in (a, b))])
+    identity = bytes(range(256))
+    a2b0 = (b"mft1" + bytes(4) + bytes([4, 3, 2, 0]) + struct.pack(">9i", 65536, 0, 0, 0, 65536, 0, 0, 0, 65536)
+            + identity * 4 + clut + identity * 3)
+    tags = [(b"desc", _desc(b"Swapped inks (test)")), (b"wtpt", _xyz(*_D50)), (b"A2B0", a2b0), _COPYRIGHT]
+    return icc_profile(tags, b"prtr", b"CMYK", b"Lab ")
+
+
 P3 = display_p3_profile()
+SWAPPED_INKS = swapped_inks_cmyk_profile()
 
 
 class Recorder(NoteRecorder):
@@ -485,18 +520,22 @@ def test_sixteen_bit_jpeg_xl_keeps_its_depth_in_png(tmp_path):
     np.testing.assert_array_equal(pixels[:, :, ::-1][::2, ::2], deep_stripes())  # lossless: exact
 
 
-def test_a_multi_page_tiff_only_opencv_reads_says_its_other_pages_are_not_upscaled(tmp_path):
-    tifffile = pytest.importorskip("tifffile", reason="tifffile (in the [test] extra) writes the float64 pages")
+def test_a_planar_float_tiff_pillow_cannot_open_has_every_page_upscaled_exactly(tmp_path):
+    tifffile = pytest.importorskip("tifffile", reason="tifffile writes the float64 pages")
     source = tmp_path / "float_pages.tif"  # two planar float64 pages, as scikit-image ships one: Pillow cannot open it
-    pages = np.random.default_rng(7).random((2, 3, 10, 10))
+    pages = np.random.default_rng(7).random((2, 3, 10, 12))
     with tifffile.TiffWriter(source) as writer:
         for page in pages:
             writer.write(page, photometric="rgb", planarconfig="separate")
     recorder = Recorder()
-    out = upscale(source, tmp_path / "float_pages_x2.tif", recorder=recorder)
-    assert out.size == (20, 20)
-    assert recorder.notes == [
-        "warning: only the first of the 2 pages of float_pages.tif could be decoded; that one is upscaled"]
+    upscale(source, tmp_path / "float_pages_x2.tif", recorder=recorder)
+    written = tifffile.imread(tmp_path / "float_pages_x2.tif", key=slice(None))
+    assert written.shape == (2, 20, 24, 3) and written.dtype == np.uint16
+    for page, out in zip(pages, written, strict=True):  # nearest x2 of each page, at 16 bits
+        expected = np.round(page.transpose(1, 2, 0) * 65535).astype(np.uint16).repeat(2, 0).repeat(2, 1)
+        assert np.abs(out.astype(int) - expected).max() <= 1
+    assert recorder.notes == ["note: float_pages.tif's TIFF tags (EXIF, XMP, ICC) are not carried: "
+                              "its pixel layout is one Pillow cannot read"]
 
 
 def exif_with_thumbnail(orientation: int, thumbnail: bytes) -> bytes:
@@ -622,3 +661,39 @@ def test_an_animated_gif_keeps_its_comment(tmp_path):
                    comment=b"made for the archive")
     out = upscale(source, tmp_path / "c_x2.gif")
     assert out.n_frames == 3 and out.info.get("comment") == b"made for the archive"
+
+
+INK = (200, 40, 10, 30)  # mostly cyan: shows as magenta-ish through SWAPPED_INKS, as cyan-ish without
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "tiff"])
+def test_cmyk_is_converted_through_its_own_profile_and_written_as_srgb(tmp_path, fmt):
+    source = tmp_path / f"print.{'jpg' if fmt == 'jpeg' else 'tif'}"
+    options = {"exif": photo_exif(6, 10, 6), "quality": 100} if fmt == "jpeg" else {}
+    Image.new("CMYK", (10, 6), INK).save(source, fmt.upper(), icc_profile=SWAPPED_INKS, **options)
+    stored = source.read_bytes()
+    expected = ImageCms.profileToProfile(Image.open(source), ImageCms.ImageCmsProfile(io.BytesIO(SWAPPED_INKS)),
+                                         ImageCms.createProfile("sRGB"), outputMode="RGB",
+                                         renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC)
+    expected_colour = np.asarray(expected, float).reshape(-1, 3).mean(axis=0)
+    plain_colour = np.asarray(Image.open(source).convert("RGB"), float).reshape(-1, 3).mean(axis=0)
+    assert np.abs(expected_colour - plain_colour).max() > 100  # the profile is not the plain formula
+    recorder = Recorder()
+    out = upscale(source, tmp_path / f"big.{'jpg' if fmt == 'jpeg' else 'tif'}", recorder=recorder)
+    assert out.mode == "RGB"
+    assert out.size == ((12, 20) if fmt == "jpeg" else (20, 12))  # JPEG: EXIF orientation 6 applied
+    assert np.abs(np.asarray(out, float).reshape(-1, 3).mean(axis=0) - expected_colour).max() <= 3
+    assert metadata.profile_colour_space(out.info["icc_profile"]) == "RGB"  # never the CMYK profile on RGB pixels
+    assert any("is CMYK: converted to sRGB through its colour profile" in note for note in recorder.notes)
+    assert source.read_bytes() == stored
+
+
+def test_cmyk_without_a_profile_uses_the_ink_formula_and_says_colours_are_approximate(tmp_path):
+    source = tmp_path / "print.tif"
+    Image.new("CMYK", (10, 6), INK).save(source, "TIFF")
+    recorder = Recorder()
+    out = upscale(source, tmp_path / "big.tif", recorder=recorder)
+    assert out.mode == "RGB" and "icc_profile" not in out.info  # RGB, not RGBA with the black ink as alpha
+    plain = np.asarray(Image.open(source).convert("RGB"), float).reshape(-1, 3).mean(axis=0)
+    assert np.abs(np.asarray(out, float).reshape(-1, 3).mean(axis=0) - plain).max() <= 1
+    assert any("no CMYK colour profile, so colours are approximate" in note for note in recorder.notes)

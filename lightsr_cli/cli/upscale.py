@@ -159,7 +159,7 @@ def upscale(
                 reporter.note(f"note: {note}")
             summary = run_jobs(pool, plan.jobs, settings, video_settings, reporter)
     summary.skipped.extend(plan.skipped)
-    report = _summary_dict(summary, card, pool)
+    report = {**_summary_dict(summary, card, pool), "ignored": [str(path) for path in plan.ignored]}
     if as_json:
         print_json(report)
     elif not quiet:
@@ -265,5 +265,11 @@ def _print_summary(report: dict) -> None:
                          f"about {v['estimated_seconds_saved']:.2f} s of network time saved (estimate)")
     if report["fp32_fallbacks"]:
         stderr.print(f"  {report['fp32_fallbacks']} tile batch(es) recomputed in fp32 after NaN/Inf in half precision")
+    if report["ignored"]:
+        from ..pipeline.jobs import kinds_of
+
+        count = len(report["ignored"])
+        stderr.print(f"  left alone: {count} file{'s' if count != 1 else ''} that lightsr does not read "
+                     f"({kinds_of([Path(p) for p in report['ignored']])}); --json lists them", highlight=False)
     for failure in failed:
         stderr.print(f"  [red]failed[/]: {failure['input']}: {failure['error']}", markup=True, highlight=False)

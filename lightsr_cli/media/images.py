@@ -135,13 +135,15 @@ def decode_picture(data: bytes, path: Path) -> Picture:
     from . import animation
 
     opened = pillow.open_image(data, path)
-    if opened is None:  # e.g. a float or planar TIFF: OpenCV decodes its first page only, which is said
-        pixels = decode_image(data, path)
+    if opened is None:
         header = headers.read_header(data)
-        pages = header.frames if header is not None and header.format == "tiff" else 1
-        notes = (f"warning: only the first of the {pages} pages of {path.name} could be decoded; "
-                 "that one is upscaled",) * (pages > 1)
-        return Picture((pixels,), notes=notes)
+        if header is not None and header.format == "tiff":  # e.g. float or planar pages
+            from . import tiff
+
+            return Picture(tiff.read_pages_pillow_cannot(data, path), format="tiff",
+                           notes=(f"note: {path.name}'s TIFF tags (EXIF, XMP, ICC) are not carried: "
+                                  "its pixel layout is one Pillow cannot read",))
+        return Picture((decode_image(data, path),))
     kind = (opened.format or "").upper()
     found = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "WEBP": "webp", "TIFF": "tiff", "BMP": "bmp",
              "GIF": "gif", "HEIF": "heic", "AVIF": "avif", "JXL": "jxl"}.get(kind, kind.lower())
@@ -151,6 +153,11 @@ def decode_picture(data: bytes, path: Path) -> Picture:
     if kind == "TIFF" and frame_count > 1:
         return replace(animation.read_pages(data, opened, path), format=found)
     carried = metadata.read_metadata(opened)
+    if opened.mode == "CMYK":  # print artwork: the network sees RGB only
+        from . import cmyk
+
+        pixels, carried, note = cmyk.read_as_srgb(opened, carried, path)
+        return Picture((pixels,), (carried,), format=found, notes=(note,))
     if kind in _DECODED_BY_PILLOW:
         # libheif and libjxl turn the pixels upright themselves (a JPEG XL's EXIF orientation is ignored, as
         # its specification says); Pillow's AVIF decoder reports the turn as EXIF orientation instead.
@@ -281,7 +288,8 @@ def to_supported_depth(pixels: np.ndarray, path: Path) -> np.ndarray:
     if pixels.dtype in (np.uint8, np.uint16):
         return pixels
     if pixels.dtype in (np.float32, np.float64):  # float TIFF: keep full precision as 16-bit
-        return np.round(np.clip(pixels, 0.0, 1.0) * 65535).astype(np.uint16)
+        finite = np.nan_to_num(pixels, nan=0.0, posinf=1.0, neginf=0.0)  # NaN is black, not a cast's accident
+        return np.round(np.clip(finite, 0.0, 1.0) * 65535).astype(np.uint16)
     raise InputError(f"unsupported pixel type {pixels.dtype} in {path}", hint="convert it to 8- or 16-bit first")
 
 

@@ -352,3 +352,14 @@ def convert_to_srgb(picture: Any, icc: bytes) -> Any:
     source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
     target = ImageCms.createProfile("sRGB")
     return ImageCms.profileToProfile(picture, source, target, outputMode=picture.mode)
+
+
+def profile_colour_space(icc: bytes) -> str | None:
+    """The colour space an ICC profile describes ("RGB", "CMYK", "GRAY", ...), None where lcms cannot read it."""
+    from PIL import ImageCms
+
+    try:
+        return ImageCms.ImageCmsProfile(io.BytesIO(icc)).profile.xcolor_space.strip()
+    except (OSError, ValueError, TypeError, ImageCms.PyCMSError):
+        return None
+

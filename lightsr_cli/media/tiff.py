@@ -109,3 +109,37 @@ def encode_pages_with_metadata(pages: Sequence[np.ndarray], carried: Sequence[An
         tags.append(saved.get("tiffinfo"))
         profiles.append(saved.get("icc_profile"))
     return encode_tiff(layouts, tags, profiles)
+
+
+def read_pages_pillow_cannot(data: bytes, path: Any) -> tuple[np.ndarray, ...]:
+    """Every page of a TIFF that Pillow cannot open (float samples, planar layout, ...), read by tifffile.
+
+    OpenCV decodes such files too, but not reliably: a planar float64 page came back as different
+    garbage on every call. Pages come out upright, as (H, W) or (H, W, C) arrays of uint8/uint16;
+    float samples (0..1) keep their precision as 16 bits.
+    """
+    import io
+
+    import tifffile
+
+    from ..errors import InputError
+    from .images import apply_orientation, to_supported_depth
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as opened:
+            pages = [(page.asarray(), page.planarconfig, page.samplesperpixel, page.tags.get(274))
+                     for page in opened.pages]
+    except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError) as error:
+        raise InputError(f"cannot decode {path}: {error}", hint="check that the file opens in an image viewer") from None
+    frames = []
+    for pixels, planar, samples, orientation in pages:
+        if planar == tifffile.PLANARCONFIG.SEPARATE and samples > 1 and pixels.ndim == 3:
+            pixels = np.moveaxis(pixels, 0, -1)  # (C, H, W) -> (H, W, C)
+        if pixels.ndim == 3 and pixels.shape[2] == 1:
+            pixels = pixels[:, :, 0]
+        if pixels.ndim not in (2, 3) or pixels.ndim == 3 and pixels.shape[2] not in (1, 2, 3, 4):
+            raise InputError(f"cannot decode {path}: a page of shape {pixels.shape} is not an image lightsr reads",
+                             hint="convert it to 8- or 16-bit RGB, RGBA or gray first")
+        pixels = np.ascontiguousarray(to_supported_depth(pixels, path))
+        frames.append(apply_orientation(pixels, int(orientation.value) if orientation is not None else 1))
+    return tuple(frames)

@@ -7,10 +7,12 @@ folder trees under an output folder, names outputs with the suffix, and finds ev
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import stat
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
@@ -49,6 +51,8 @@ class Plan:
     jobs: list[Job]
     skipped: list[Job]
     """Jobs whose output exists and --skip-existing was given."""
+    ignored: list[Path] = field(default_factory=list)
+    """Files in the folders or globs given that are not images or videos lightsr reads (left alone)."""
 
 
 def media_kind(path: Path) -> MediaKind | None:
@@ -68,24 +72,39 @@ def output_name(source: Path, rule: NamingSettings) -> str:
     return f"{source.stem}{rule.suffix}{extension}"
 
 
-def _expand_input(text: str, recursive: bool) -> tuple[list[Path], Path | None]:
-    """Files for one INPUT argument and the root that output trees mirror from (None for a lone file)."""
+def _expand_input(text: str, recursive: bool) -> tuple[list[Path], Path | None, list[Path]]:
+    """Media files for one INPUT argument, the root that output trees mirror from (None for a lone
+    file), and the other files a folder or glob held (reported, never silently dropped)."""
     if any(char in text for char in _GLOB_CHARS) and not os.path.lexists(text):
         root, matches = _glob_files(text)
         if not matches:
             raise InputError(f"no files match '{text}'", hint="check the pattern; quote it so the shell does not expand it")
-        return [p for p in matches if media_kind(p)], root
+        media, others = _media_and_others(matches)
+        return media, root, others
     path = Path(text)
     if path.is_dir():
-        files = [p for p in _walk_files(path, recursive) if media_kind(p)]
-        return files, path
+        media, others = _media_and_others(_walk_files(path, recursive))
+        return media, path, others
     if path.is_file():
         if media_kind(path) is None:
-            supported = sorted(IMAGE_EXTENSIONS) + sorted(VIDEO_EXTENSIONS)
             raise InputError(f"unsupported file type '{path.suffix or path.name}': {path}",
-                             hint=f"supported: {', '.join(supported)}")
-        return [path], None
+                             hint=f"supported: {', '.join(_supported_extensions())}")
+        return [path], None, []
     raise InputError(_not_a_file(path))
+
+
+def _media_and_others(paths: list[Path]) -> tuple[list[Path], list[Path]]:
+    return [p for p in paths if media_kind(p)], [p for p in paths if not media_kind(p)]
+
+
+def _supported_extensions() -> list[str]:
+    return sorted(IMAGE_EXTENSIONS) + sorted(VIDEO_EXTENSIONS)
+
+
+def kinds_of(paths: list[Path]) -> str:
+    """'.ppm 2, .txt 1, (no extension) 1': what a list of ignored files holds, most common first."""
+    counts = Counter(p.suffix.lower() or "(no extension)" for p in paths)
+    return ", ".join(f"{kind} {count}" for kind, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 def _not_a_file(path: Path) -> str:
@@ -199,15 +218,15 @@ def plan_jobs(inputs: list[str], output: Path | None, rule: NamingSettings, recu
         raise UsageError(f"{{--suffix}} '{rule.suffix}' holds a path separator or '..'",
                          hint="the suffix only extends the file name; use {-o} to choose a folder")
     sources: list[tuple[Path, Path | None]] = []
+    ignored: list[Path] = []
     sequences = [Path(text) for text in inputs if _is_sequence_input(text, sequence)]
     for text in inputs:
         if Path(text) not in sequences:
-            files, root = _expand_input(text, recursive)
+            files, root, others = _expand_input(text, recursive)
             sources.extend((f, root) for f in files)
+            ignored.extend(others)
     if not sources and not sequences:
-        raise InputError(f"no images or videos found in {', '.join(inputs)}",
-                         hint="pass {--recursive} to look into subfolders"
-                         if not recursive and _has_subfolders(inputs) else None)
+        raise InputError(f"no images or videos found in {', '.join(inputs)}", hint=_nothing_found_hint(inputs, recursive, ignored))
     single_file_target = output is not None and _looks_like_file(output)
     if single_file_target and len(sources) + len(sequences) > 1:
         raise UsageError(f"-o {output} names one file but there are {len(sources) + len(sequences)} inputs",
@@ -218,7 +237,16 @@ def plan_jobs(inputs: list[str], output: Path | None, rule: NamingSettings, recu
     jobs = [_sequence_job(source, output, rule, single_file_target) for source in sequences]
     jobs += [_job_for(source, root, output, rule, single_file_target) for source, root in sources]
     jobs = _drop_own_outputs(jobs, output)
-    return _check_conflicts(jobs, overwrite, skip_existing)
+    return dataclasses.replace(_check_conflicts(jobs, overwrite, skip_existing), ignored=ignored)
+
+
+def _nothing_found_hint(inputs: list[str], recursive: bool, ignored: list[Path]) -> str | None:
+    found = f"found only other files ({kinds_of(ignored)})" if ignored else ""
+    if not recursive and _has_subfolders(inputs):
+        return "pass {--recursive} to look into subfolders" + (f" ({found} here)" if found else "")
+    if found:
+        return f"{found}; lightsr reads {', '.join(_supported_extensions())}"
+    return None
 
 
 def _job_for(source: Path, root: Path | None, output: Path | None, rule: NamingSettings, single_file_target: bool) -> Job:
