@@ -157,6 +157,24 @@ def test_start_offset_is_kept(tmp_path):
     assert frame_seconds(result) == pytest.approx(frame_seconds(info), abs=1e-6)
 
 
+@pytest.mark.parametrize(("timecode", "rate", "target_name", "segment_seconds"),
+                         [("01:02:03:04", "25", "clip_x2.mov", 10.0), ("10:00:00;02", "30000/1001", "clip_x2.mp4", 0.1),
+                          ("23:59:59:24", "25", "clip_x2.mkv", 10.0)])
+def test_start_timecode_is_kept(tmp_path, timecode, rate, target_name, segment_seconds):
+    """A camera's or phone's timecode track (tmcd, which editors conform by) survives, segments joined or not."""
+    source = tmp_path / "clip.mov"
+    ffmpeg("-f", "lavfi", "-i", f"testsrc=size=64x48:rate={rate}:duration=0.4", "-f", "lavfi",
+           "-i", "sine=frequency=440:duration=0.4", "-c:v", "libx264", "-c:a", "aac", "-timecode", timecode, str(source))
+    assert video.probe_video(source).timecode == timecode
+    assert any(s.kind == "data" for s in video.probe_video(source).other_streams)  # the tmcd track itself
+    target = tmp_path / target_name
+    upscale(source, target, segment_seconds=segment_seconds)
+    report = subprocess.run([video.ffmpeg_exe(), "-hide_banner", "-i", str(target)], capture_output=True, text=True)
+    assert re.search(rf"timecode\s*:\s*{re.escape(timecode)}\s*$", report.stderr, re.IGNORECASE | re.MULTILINE)
+    if target.suffix != ".mkv":  # mov/mp4: a timecode track that probes back; matroska: a TIMECODE tag
+        assert "tmcd" in report.stderr and video.probe_video(target).timecode == timecode
+
+
 def test_constant_rate_stays_exact_24000_1001(tmp_path):
     source = tmp_path / "film.mp4"
     ffmpeg("-f", "lavfi", "-i", "testsrc=size=48x32:rate=24000/1001:duration=1", "-c:v", "libx264",

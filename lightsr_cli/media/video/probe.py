@@ -72,6 +72,7 @@ class VideoInfo:
     other_streams: tuple[StreamInfo, ...] = field(default=())
     timeline: Timeline | None = None  # each frame's time; None: unknown (then frame k is at k / frame_rate)
     hdr: HdrMetadata | None = None  # mastering display / content light level of an HDR source
+    timecode: str | None = None  # start timecode ("01:02:03:04", ";" when drop-frame) of a timecode track or tag
 
     @property
     def video_duration(self) -> float:
@@ -196,6 +197,19 @@ def _rotation_of(block: _StreamBlock) -> int:
     return 0
 
 
+# "      timecode        : 01:02:03:04" under a stream (a phone's or camera's tmcd track, or matroska's tag).
+_TIMECODE = re.compile(r"^\s*timecode\s*:\s*(\d{1,2}:\d{2}:\d{2}[:;.]\d{1,3})\s*$", re.IGNORECASE)
+
+
+def _timecode_of(video: _StreamBlock, blocks: list[_StreamBlock]) -> str | None:
+    """The start timecode: the video stream's tag first, then a data (tmcd) stream's."""
+    for block in [video, *(b for b in blocks if b.kind == "data")]:
+        for line in block.extra_lines:
+            if m := _TIMECODE.match(line):
+                return m.group(1)
+    return None
+
+
 def _codec_of(rest: str) -> str:
     match = re.match(r"([\w-]+)", rest)
     return match.group(1) if match else "unknown"
@@ -312,6 +326,7 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
         duration=duration, pix_fmt=pix_fmt, bit_depth=pix_fmt_bit_depth(pix_fmt), rotation=_rotation_of(video),
         colour=colour, sample_aspect_ratio=sar, other_streams=others, timeline=timeline,
         hdr=_hdr_side_data(path, video.index) if pix_fmt_bit_depth(pix_fmt) > 8 else None,
+        timecode=_timecode_of(video, blocks),
     )
 
 

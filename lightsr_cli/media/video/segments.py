@@ -11,7 +11,7 @@ from pathlib import Path
 from ...errors import VideoError, VideoNotFoundError
 from .ffmpeg import run_ffmpeg
 from .probe import VideoInfo, as_video_info
-from .streams import stream_copy_args
+from .streams import stream_copy_args, timecode_args
 from .timeline import concat_durations
 from .writer import MP4_FAMILY, encode_error
 
@@ -74,7 +74,7 @@ def concat_segments(segment_paths: Sequence[str | os.PathLike[str]], source: Vid
             args += ["-itsoffset", f"{round(offset * 1_000_000)}us"]
         args += ["-i", listing.name]
         if copy_streams:
-            args += ["-i", str(info.path), "-map_metadata", "1", "-map_chapters", "1"]
+            args += ["-i", str(info.path), "-map_metadata", "1", "-map_chapters", "1", *timecode_args(info.timecode)]
         args += ["-map", "0:v:0", "-c:v", "copy", *copy_args]
         if out.suffix.lower() in MP4_FAMILY:
             args += ["-movflags", "+faststart"]

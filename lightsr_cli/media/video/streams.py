@@ -46,7 +46,8 @@ def stream_copy_args(streams: Sequence[StreamInfo], out_path: Path, first_output
     so text subtitles are converted then (ASS styling does not survive mov_text). Bitmap subtitles
     cannot be converted: StreamCopyError, before any encoding, with a hint to write .mkv. Audio is
     always copied; a container that refuses it (AAC in webm) fails in ffmpeg and becomes a
-    StreamCopyError too. Data streams (timecode tracks) and cover art are not copied.
+    StreamCopyError too. Data streams and cover art are not copied; a timecode track is written
+    anew from the source's start timecode (:func:`timecode_args`).
     """
     suffix = out_path.suffix.lower()
     args: list[str] = []
@@ -63,3 +64,10 @@ def stream_copy_args(streams: Sequence[StreamInfo], out_path: Path, first_output
         args += ["-map", f"1:{stream.index}", f"-c:{out_index}", codec]
         out_index += 1
     return args
+
+
+def timecode_args(source_timecode: str | None) -> list[str]:
+    """The source's start timecode for the output: mov/mp4 muxers write it as a timecode (tmcd) track,
+    matroska as a TIMECODE tag. A data stream cannot be stream-copied into another container, so the
+    track is made anew rather than copied; editors conform footage by it."""
+    return ["-timecode", source_timecode] if source_timecode else []

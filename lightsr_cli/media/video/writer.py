@@ -24,7 +24,7 @@ from .encoders import encoder_args
 from .ffmpeg import default_pix_fmt, error_tail, ffmpeg_exe, pix_fmt_bit_depth
 from .hdr import HDR_TRANSFERS
 from .probe import ColourTags, VideoInfo
-from .streams import stream_copy_args
+from .streams import stream_copy_args, timecode_args
 from .timed_pipe import TimedRawPipe
 
 
@@ -150,7 +150,8 @@ class FrameWriter:
             filters.append("setparams=" + ":".join(params))
         args = [ffmpeg_exe(), "-hide_banner", "-v", "error", "-y", *video_in, "-i", "pipe:0"]
         if self.copy_streams and source is not None:
-            args += ["-i", str(source.path), "-map_metadata", "1", "-map_chapters", "1"]
+            args += ["-i", str(source.path), "-map_metadata", "1", "-map_chapters", "1",
+                     *timecode_args(source.timecode)]
         args += ["-map", "0:v:0", "-vf", ",".join(filters), "-fps_mode", "passthrough"]
         if self.timestamps is not None:  # the encoder counts in the frames' own time base: no rounding
             args += ["-enc_time_base:v", "demux"]
