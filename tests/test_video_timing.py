@@ -7,6 +7,7 @@ Clips are made here with the bundled ffmpeg: a variable-frame-rate one whose fra
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import signal
@@ -173,6 +174,33 @@ def test_start_timecode_is_kept(tmp_path, timecode, rate, target_name, segment_s
     assert re.search(rf"timecode\s*:\s*{re.escape(timecode)}\s*$", report.stderr, re.IGNORECASE | re.MULTILINE)
     if target.suffix != ".mkv":  # mov/mp4: a timecode track that probes back; matroska: a TIMECODE tag
         assert "tmcd" in report.stderr and video.probe_video(target).timecode == timecode
+
+
+def test_a_camera_422_source_says_its_colour_resolution_is_halved_and_how_to_keep_it(tmp_path):
+    source = tmp_path / "camera.mov"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=0.2", "-c:v", "prores_ks", "-profile:v", "2",
+           "-pix_fmt", "yuv422p10le", str(source))
+    notes = upscale(source, tmp_path / "camera_x2.mov").notes
+    assert video.probe_video(tmp_path / "camera_x2.mov").pix_fmt == "yuv420p10le"
+    assert [n for n in notes if "4:2:2" in n] == [
+        "note: camera.mov is 4:2:2 (yuv422p10le); written 4:2:0 (yuv420p10le), which every player shows; "
+        "--pix-fmt yuv422p10le keeps it"]
+    kept = dataclasses.replace(FAST, pix_fmt="yuv422p10le")
+    notes = upscale(source, tmp_path / "camera_422.mov", encode=kept).notes
+    assert video.probe_video(tmp_path / "camera_422.mov").pix_fmt == "yuv422p10le"
+    assert not [n for n in notes if "4:2:2" in n]
+
+
+def test_an_interlaced_source_is_named_and_a_progressive_one_is_not(tmp_path):
+    interlaced, progressive = tmp_path / "tv.mkv", tmp_path / "web.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=0.2", "-vf", "setfield=tff",
+           "-flags", "+ilme+ildct", "-c:v", "libx264", "-x264opts", "tff=1", "-pix_fmt", "yuv420p", str(interlaced))
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=0.2", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+           str(progressive))
+    assert video.probe_video(interlaced).interlaced and not video.probe_video(progressive).interlaced
+    warned = [n for n in upscale(interlaced, tmp_path / "tv_x2.mkv").notes if "interlaced" in n]
+    assert len(warned) == 1 and warned[0].startswith("warning: tv.mkv is interlaced (top") and "bwdif" in warned[0]
+    assert not [n for n in upscale(progressive, tmp_path / "web_x2.mkv").notes if "interlaced" in n]
 
 
 def test_constant_rate_stays_exact_24000_1001(tmp_path):

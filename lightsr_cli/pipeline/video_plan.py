@@ -16,6 +16,7 @@ from fractions import Fraction
 from typing import TYPE_CHECKING
 
 from ..media import video
+from ..media.video.sequences import SequenceInfo
 from .images import OutputSettings
 from .jobs import Job
 from .limits import check_input, check_output, output_size
@@ -99,11 +100,28 @@ def plan_video(job: Job, output: OutputSettings, settings: VideoSettings, scale:
     video.check_encoder(encode.codec)
     warnings = video.timing_warnings(info, job.target) + video.hdr_warnings(encode.codec, info.hdr)
     notes += [f"warning: {warning}" for warning in warnings]
+    notes += _picture_notes(info, settings.encode, encode)
     per_segment = max(1, round(settings.segment_seconds * info.frame_rate))
     resume = _resume_plan(job, info, settings, outscale, per_segment, replicas(info))
     if output.target is not None and not is_frame_pattern(job.target):
         resume["size"] = [out_w, out_h]
     return VideoPlan(info, (out_w, out_h), written, encode, per_segment, resume, tuple(notes))
+
+
+def _picture_notes(info: video.VideoInfo, asked: video.VideoEncodeSettings,
+                   encode: video.VideoEncodeSettings) -> list[str]:
+    """What the frames lose on the way that the user did not ask for: interlacing, colour resolution."""
+    notes = []
+    if info.interlaced:
+        notes.append(f"warning: {info.path.name} is interlaced ({info.field_order}): both fields of a frame are "
+                     "upscaled together, which enlarges the combing; deinterlace it first "
+                     "(e.g. ffmpeg -i IN -vf bwdif -c:a copy OUT)")
+    # Frames from image files are RGB by nature: a video of them is 4:2:0 as expected, not worth a note.
+    if not asked.pix_fmt and not isinstance(info, SequenceInfo):
+        written = encode.pix_fmt or video.default_pix_fmt(encode.codec, info.bit_depth)
+        note = video.subsampling_note(info.path.name, info.pix_fmt, encode.codec, written)
+        notes += [note] if note else []
+    return notes
 
 
 def _resume_plan(job: Job, info: video.VideoInfo, settings: VideoSettings, outscale: float | None, per_segment: int,

@@ -18,7 +18,7 @@ and :mod:`.segments` (resume segments, joining them, checking the timing). Error
 from __future__ import annotations
 
 from .encoders import check_encoder, is_hardware, usual_encoders, video_encoders
-from .ffmpeg import default_pix_fmt, encoder_pix_fmts, ffmpeg_exe, pix_fmt_bit_depth
+from .ffmpeg import default_pix_fmt, encoder_pix_fmts, ffmpeg_exe, pix_fmt_bit_depth, subsampling_note
 from .hdr import HdrMetadata, hdr_warnings
 from .probe import VIDEO_EXTENSIONS, ColourTags, StreamInfo, VideoInfo, count_frames, is_video_path, probe_video
 from .reader import FrameReader
@@ -51,6 +51,7 @@ __all__ = [
     "segment_timing",
     "timing_problem",
     "timing_warnings",
+    "subsampling_note",
     "usual_encoders",
     "video_encoders",
 ]

@@ -95,6 +95,34 @@ def encoder_pix_fmts(codec: str) -> tuple[str, ...]:
     return tuple(match.group(1).split()) if match else ()
 
 
+_CHROMA_RANK = {"4:2:0": 0, "4:2:2": 1, "4:4:4": 2}
+
+
+def chroma_of(pix_fmt: str) -> str | None:
+    """'4:2:0', '4:2:2' or '4:4:4' for a YUV or RGB pixel format name; None for gray or unknown ones."""
+    name = pix_fmt.lower()
+    if name.startswith(("gbr", "rgb", "bgr")) or "444" in name:
+        return "4:4:4"
+    if "422" in name or name in ("nv16", "nv20le", "p210le", "p216le", "y210le", "v210"):
+        return "4:2:2"
+    if "420" in name or name in ("nv12", "nv21", "p010le", "p012le", "p016le"):
+        return "4:2:0"
+    return None
+
+
+def subsampling_note(source_name: str, source_pix_fmt: str, codec: str, written_pix_fmt: str) -> str | None:
+    """A note when the default output format keeps less colour resolution than the source has (a 4:2:2
+    camera file written 4:2:0 for players), naming the --pix-fmt that keeps it; None when nothing is lost."""
+    source, written = chroma_of(source_pix_fmt), chroma_of(written_pix_fmt)
+    if source is None or written is None or _CHROMA_RANK[written] >= _CHROMA_RANK[source]:
+        return None
+    keeping = written_pix_fmt.replace(written.replace(":", ""), source.replace(":", ""))
+    way = (f"--pix-fmt {keeping} keeps it" if keeping != written_pix_fmt and keeping in encoder_pix_fmts(codec)
+           else f"choose an encoder and --pix-fmt that hold {source}")
+    return (f"note: {source_name} is {source} ({source_pix_fmt}); written {written} ({written_pix_fmt}), "
+            f"which every player shows; {way}")
+
+
 def default_pix_fmt(codec: str, source_bit_depth: int = 8) -> str:
     """The output pixel format when the user picks none.
 

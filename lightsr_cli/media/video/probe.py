@@ -73,6 +73,11 @@ class VideoInfo:
     timeline: Timeline | None = None  # each frame's time; None: unknown (then frame k is at k / frame_rate)
     hdr: HdrMetadata | None = None  # mastering display / content light level of an HDR source
     timecode: str | None = None  # start timecode ("01:02:03:04", ";" when drop-frame) of a timecode track or tag
+    field_order: str | None = None  # "progressive", "top first", "bottom coded first"...; None when not stated
+
+    @property
+    def interlaced(self) -> bool:
+        return self.field_order is not None and self.field_order != "progressive"
 
     @property
     def video_duration(self) -> float:
@@ -210,6 +215,12 @@ def _timecode_of(video: _StreamBlock, blocks: list[_StreamBlock]) -> str | None:
     return None
 
 
+def _field_order_of(rest: str) -> str | None:
+    """'top coded first' from '... yuv420p(tv, top coded first (swapped)), ...'; None when ffmpeg prints none."""
+    match = re.search(r"\b(progressive|(?:top|bottom)(?: coded)? first)\b", rest)
+    return match.group(1) if match else None
+
+
 def _codec_of(rest: str) -> str:
     match = re.match(r"([\w-]+)", rest)
     return match.group(1) if match else "unknown"
@@ -326,7 +337,7 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
         duration=duration, pix_fmt=pix_fmt, bit_depth=pix_fmt_bit_depth(pix_fmt), rotation=_rotation_of(video),
         colour=colour, sample_aspect_ratio=sar, other_streams=others, timeline=timeline,
         hdr=_hdr_side_data(path, video.index) if pix_fmt_bit_depth(pix_fmt) > 8 else None,
-        timecode=_timecode_of(video, blocks),
+        timecode=_timecode_of(video, blocks), field_order=_field_order_of(video.rest),
     )
 
 
