@@ -30,7 +30,7 @@ from lightsr_cli.media import video
 from lightsr_cli.pipeline.images import OutputSettings
 from lightsr_cli.pipeline.jobs import Job, MediaKind
 from lightsr_cli.pipeline.video import VideoSettings, run_video_job
-from tests.test_hostile_runs import Recorder
+from tests.test_hostile_runs import Recorder, cli
 
 REPO = Path(__file__).resolve().parent.parent
 PHONE_TIMES = [0, 0.1, 0.2, 0.3, 0.4, 0.9, 1.3, 1.8]
@@ -201,6 +201,26 @@ def test_an_interlaced_source_is_named_and_a_progressive_one_is_not(tmp_path):
     warned = [n for n in upscale(interlaced, tmp_path / "tv_x2.mkv").notes if "interlaced" in n]
     assert len(warned) == 1 and warned[0].startswith("warning: tv.mkv is interlaced (top") and "bwdif" in warned[0]
     assert not [n for n in upscale(progressive, tmp_path / "web_x2.mkv").notes if "interlaced" in n]
+
+
+@pytest.mark.parametrize(("name", "codecs"), [("camcorder.mts", ("libx264", "ac3", "-f", "mpegts", "-mpegts_m2ts_mode", "1")),
+                                            ("broadcast.ts", ("libx264", "mp2")), ("dvd.mpg", ("mpeg2video", "mp2")),
+                                            ("old.wmv", ("wmv2", "wmav2")), ("web.flv", ("libx264", "aac"))])
+def test_containers_read_but_not_written_are_upscaled_into_mkv(tmp_path, mirror, name, codecs):
+    """Camcorder AVCHD, broadcast and DVD recordings, old web formats: read, written as .mkv, audio copied as is."""
+    video_codec, audio_codec, *container = codecs
+    source = tmp_path / name
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=0.6", "-f", "lavfi",
+           "-i", "sine=frequency=440:duration=0.6", "-c:v", video_codec, "-c:a", audio_codec, *container, str(source))
+    code, _, err = cli("upscale", str(source), "--model", "plainusr-u-x2", "--device", "cpu", "-q")
+    assert code == 0, err
+    target = source.with_name(source.stem + "_x2.mkv")
+    original, result = video.probe_video(source), video.probe_video(target)
+    assert (result.width, result.height) == (128, 96) and result.frame_count == original.frame_count == 15
+    assert [(s.kind, s.codec) for s in result.other_streams] == [("audio", audio_codec)]
+    assert result.duration == pytest.approx(original.duration, abs=0.1)
+    code, _, err = cli("upscale", str(source), "-o", str(tmp_path / "again.ts"), "--device", "cpu")
+    assert code == 2 and "reads .ts videos but does not write them" in err
 
 
 def test_constant_rate_stays_exact_24000_1001(tmp_path):

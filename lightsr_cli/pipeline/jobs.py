@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..errors import InputError, OutputError, UsageError
 from ..media.images import FORMAT_EXTENSIONS, IMAGE_EXTENSIONS
-from ..media.video import VIDEO_EXTENSIONS
+from ..media.video import READ_ONLY_VIDEO_EXTENSIONS, VIDEO_EXTENSIONS, WRITTEN_VIDEO_EXTENSIONS
 from ..media.video.sequences import SequenceNaming, is_frame_pattern
 
 _GLOB_CHARS = set("*?[")
@@ -69,6 +69,8 @@ def output_name(source: Path, rule: NamingSettings) -> str:
     extension = source.suffix
     if kind is MediaKind.IMAGE and rule.image_format:
         extension = FORMAT_EXTENSIONS[rule.image_format]
+    if kind is MediaKind.VIDEO and extension.lower() in READ_ONLY_VIDEO_EXTENSIONS:
+        extension = ".mkv"  # read, not written: matroska holds whatever a .ts/.mts/.mpg/.wmv... carries
     return f"{source.stem}{rule.suffix}{extension}"
 
 
@@ -228,6 +230,9 @@ def plan_jobs(inputs: list[str], output: Path | None, rule: NamingSettings, recu
     if not sources and not sequences:
         raise InputError(f"no images or videos found in {', '.join(inputs)}", hint=_nothing_found_hint(inputs, recursive, ignored))
     single_file_target = output is not None and _looks_like_file(output)
+    if single_file_target and output.suffix.lower() in READ_ONLY_VIDEO_EXTENSIONS:
+        raise UsageError(f"-o {output}: lightsr reads {output.suffix} videos but does not write them",
+                         hint=f"name a {', '.join(sorted(WRITTEN_VIDEO_EXTENSIONS))} file (.mkv holds any stream)")
     if single_file_target and len(sources) + len(sequences) > 1:
         raise UsageError(f"-o {output} names one file but there are {len(sources) + len(sequences)} inputs",
                          hint="give -o a folder (it is created if missing)")

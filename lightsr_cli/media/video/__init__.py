@@ -20,7 +20,17 @@ from __future__ import annotations
 from .encoders import check_encoder, is_hardware, usual_encoders, video_encoders
 from .ffmpeg import default_pix_fmt, encoder_pix_fmts, ffmpeg_exe, pix_fmt_bit_depth, subsampling_note
 from .hdr import HdrMetadata, hdr_warnings
-from .probe import VIDEO_EXTENSIONS, ColourTags, StreamInfo, VideoInfo, count_frames, is_video_path, probe_video
+from .probe import (
+    READ_ONLY_VIDEO_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    WRITTEN_VIDEO_EXTENSIONS,
+    ColourTags,
+    StreamInfo,
+    VideoInfo,
+    count_frames,
+    is_video_path,
+    probe_video,
+)
 from .reader import FrameReader
 from .segments import concat_segments, segment_frame_range, segment_timing, timing_problem, timing_warnings
 from .timeline import Timeline
@@ -28,6 +38,8 @@ from .writer import FrameWriter, VideoEncodeSettings
 
 __all__ = [
     "VIDEO_EXTENSIONS",
+    "READ_ONLY_VIDEO_EXTENSIONS",
+    "WRITTEN_VIDEO_EXTENSIONS",
     "ColourTags",
     "FrameReader",
     "FrameWriter",

@@ -25,7 +25,13 @@ from .ffmpeg import corruption_in, error_tail, first_error_line, pix_fmt_bit_dep
 from .hdr import HdrMetadata, parse_side_data
 from .timeline import Timeline, parse_framecrc
 
-VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v"})
+WRITTEN_VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v"})
+"""Containers lightsr writes (and reads)."""
+READ_ONLY_VIDEO_EXTENSIONS = frozenset({".ts", ".m2ts", ".mts", ".mpg", ".mpeg", ".vob", ".flv", ".wmv", ".3gp",
+                                        ".ogv"})
+"""Containers lightsr reads but does not write (camcorder AVCHD, broadcast and DVD recordings, old web and phone
+formats): their upscales are written as .mkv, which holds any of their audio and subtitle streams."""
+VIDEO_EXTENSIONS = WRITTEN_VIDEO_EXTENSIONS | READ_ONLY_VIDEO_EXTENSIONS
 
 
 def is_video_path(path: str | os.PathLike[str]) -> bool:
