@@ -17,6 +17,7 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -199,7 +200,7 @@ def test_an_interlaced_source_is_named_and_a_progressive_one_is_not(tmp_path):
            str(progressive))
     assert video.probe_video(interlaced).interlaced and not video.probe_video(progressive).interlaced
     warned = [n for n in upscale(interlaced, tmp_path / "tv_x2.mkv").notes if "interlaced" in n]
-    assert len(warned) == 1 and warned[0].startswith("warning: tv.mkv is interlaced (top") and "bwdif" in warned[0]
+    assert len(warned) == 1 and warned[0].startswith("warning: tv.mkv is interlaced (top") and "--deinterlace" in warned[0]
     assert not [n for n in upscale(progressive, tmp_path / "web_x2.mkv").notes if "interlaced" in n]
 
 
@@ -221,6 +222,35 @@ def test_containers_read_but_not_written_are_upscaled_into_mkv(tmp_path, mirror,
     assert result.duration == pytest.approx(original.duration, abs=0.1)
     code, _, err = cli("upscale", str(source), "-o", str(tmp_path / "again.ts"), "--device", "cpu")
     assert code == 2 and "reads .ts videos but does not write them" in err
+
+
+def combing(path: Path) -> tuple[int, float]:
+    """(frames, vertical variation): the test picture (full-height bars) has none, so any is combing, at any scale."""
+    with video.FrameReader(path) as reader:
+        frames = np.stack(list(reader)).astype(np.float32)
+    return len(frames), float(np.abs(frames[:, 1:] - frames[:, :-1]).mean() + np.abs(frames[:, 2:] - frames[:, :-2]).mean())
+
+
+def test_deinterlace_removes_the_combing_and_a_resumed_read_gives_the_same_frames(tmp_path):
+    source = tmp_path / "camcorder.mkv"  # a white bar moving fast over black, its fields 1/50 s apart
+    ffmpeg("-filter_complex", "color=c=black:s=96x64:r=50:d=1[b];color=c=white:s=12x64:r=50:d=1[w];"
+           "[b][w]overlay=x='mod(t*300,80)':y=0,tinterlace=mode=interleave_top,setfield=tff",
+           "-flags", "+ilme+ildct", "-c:v", "libx264", "-crf", "10", "-x264opts", "tff=1", "-pix_fmt", "yuv420p",
+           str(source))
+    assert combing(source)[1] > 20
+    plain, deinterlaced = tmp_path / "plain.mkv", tmp_path / "deinterlaced.mkv"
+    upscale(source, plain)
+    reporter = Recorder()
+    run_video_job(toy_pool(), Job(source, deinterlaced, MediaKind.VIDEO), OutputSettings(),
+                  VideoSettings(FAST, segment_seconds=0.2, deinterlace=True), reporter)
+    assert combing(plain)[1] > 5  # the network (here nearest x2) enlarges the combs
+    frames, left = combing(deinterlaced)
+    assert frames == 25 and left < 1
+    assert not [n for n in reporter.notes if "interlaced" in n]
+    assert video.probe_video(deinterlaced).frame_count == video.probe_video(source).frame_count
+    read_as = dataclasses.replace(video.probe_video(source), read_deinterlaced=True)
+    with video.FrameReader(read_as) as whole, video.FrameReader(read_as, start_frame=7) as resumed:
+        assert np.array_equal(np.stack(list(whole))[7:], np.stack(list(resumed)))
 
 
 def test_constant_rate_stays_exact_24000_1001(tmp_path):

@@ -67,6 +67,9 @@ def upscale(
     dedup: Optional[str] = typer.Option(None, "--dedup", metavar="exact|near[:LEVELS]", help="Reuse the previous "
                                         "upscaled frame for repeated frames: exact (bit-identical) or near (no pixel "
                                         "differs by more than LEVELS 8-bit levels, default 2).", rich_help_panel="Video"),
+    deinterlace: bool = typer.Option(False, "--deinterlace", help="Deinterlace video files (bwdif, one frame per "
+                                     "frame) before upscaling, e.g. camcorder or broadcast footage.",
+                                     rich_help_panel="Video"),
     sequence: bool = typer.Option(False, "--sequence", help="A folder INPUT is one video of numbered frames, not a "
                                   "batch of photos (a pattern such as 'frames/%06d.png' always is).",
                                   rich_help_panel="Video"),
@@ -147,7 +150,7 @@ def upscale(
         if ffmpeg_binary:
             ffmpeg_exe()  # checked now: a wrong path fails before any model is loaded
         video_settings = VideoSettings(VideoEncodeSettings(codec, crf, video_preset, pix_fmt, tuple(ffmpeg_args)),
-                                       segment_seconds, resume, dedup_settings, sequence_rate)
+                                       segment_seconds, resume, dedup_settings, sequence_rate, deinterlace)
         if cluster_settings is not None:
             from ..pipeline.cluster import run_jobs_on_cluster
 

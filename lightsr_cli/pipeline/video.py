@@ -54,6 +54,8 @@ class VideoSettings:
     dedup: DedupSettings = DedupSettings()
     sequence_rate: Fraction | None = None
     """--fps: the frame rate of a frame-sequence source (None: its sidecar's, else 24000/1001)."""
+    deinterlace: bool = False
+    """--deinterlace: decode video files through bwdif (one progressive frame per frame)."""
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,9 @@ class VideoInfo:
     hdr: HdrMetadata | None = None  # mastering display / content light level of an HDR source
     timecode: str | None = None  # start timecode ("01:02:03:04", ";" when drop-frame) of a timecode track or tag
     field_order: str | None = None  # "progressive", "top first", "bottom coded first"...; None when not stated
+    read_deinterlaced: bool = False
+    """How to read it, not what it holds: decode through bwdif (--deinterlace), one progressive frame per
+    frame. Carried here so every reader of the job (local, resumed, a cluster worker's) reads alike."""
 
     @property
     def interlaced(self) -> bool:

@@ -38,7 +38,10 @@ class FrameReader:
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
         self._done = False
-        filters = [f"select=gte(n\\,{start_frame})"] if start_frame else []
+        # bwdif before select: frames before start_frame still give their neighbours' motion, so a resumed
+        # read yields the same frames as an uninterrupted one. send_frame keeps one frame per frame (and its time).
+        filters = ["bwdif=mode=send_frame:parity=auto:deint=all"] if self.info.read_deinterlaced else []
+        filters += [f"select=gte(n\\,{start_frame})"] if start_frame else []
         self._args = [
             ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-noautorotate", "-i", str(self.info.path),
             "-map", f"0:{self.info.stream_index}", *(["-vf", ",".join(filters)] if filters else []),
