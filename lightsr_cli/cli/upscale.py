@@ -273,6 +273,6 @@ def _print_summary(report: dict) -> None:
 
         count = len(report["ignored"])
         stderr.print(f"  left alone: {count} file{'s' if count != 1 else ''} that lightsr does not read "
-                     f"({kinds_of([Path(p) for p in report['ignored']])}); --json lists them", highlight=False)
+                     f"({kinds_of(report['ignored'])}); --json lists them", highlight=False)
     for failure in failed:
         stderr.print(f"  [red]failed[/]: {failure['input']}: {failure['error']}", markup=True, highlight=False)

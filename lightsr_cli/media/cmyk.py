@@ -8,7 +8,6 @@ never the CMYK one, which would misdescribe RGB pixels.
 
 from __future__ import annotations
 
-import io
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,10 +24,8 @@ def to_srgb(picture: Any, icc: bytes | None) -> tuple[Any, bool]:
     from PIL import ImageCms
 
     if icc and metadata.profile_colour_space(icc) == "CMYK":
-        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         try:
-            return ImageCms.profileToProfile(picture, source, ImageCms.createProfile("sRGB"), outputMode="RGB",
-                                             renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC), True
+            return metadata.convert_to_srgb(picture, icc, output_mode="RGB", colorimetric=True), True
         except ImageCms.PyCMSError:
             pass  # a profile lcms reads but cannot build a transform from: the formula, said as approximate
     return picture.convert("RGB"), False

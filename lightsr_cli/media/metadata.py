@@ -345,13 +345,16 @@ def srgb_profile() -> bytes:
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
-def convert_to_srgb(picture: Any, icc: bytes) -> Any:
-    """An 8-bit RGB/RGBA Pillow image converted from the profile ``icc`` to sRGB (perceptual intent)."""
+def convert_to_srgb(picture: Any, icc: bytes, output_mode: str | None = None, colorimetric: bool = False) -> Any:
+    """An 8-bit Pillow image converted from the profile ``icc`` to sRGB, in ``output_mode`` (default: its own
+    mode), perceptual intent unless ``colorimetric`` (relative colorimetric, as print previews use)."""
     from PIL import ImageCms
 
     source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
     target = ImageCms.createProfile("sRGB")
-    return ImageCms.profileToProfile(picture, source, target, outputMode=picture.mode)
+    intent = ImageCms.Intent.RELATIVE_COLORIMETRIC if colorimetric else ImageCms.Intent.PERCEPTUAL
+    return ImageCms.profileToProfile(picture, source, target, renderingIntent=intent,
+                                     outputMode=output_mode or picture.mode)
 
 
 def profile_colour_space(icc: bytes) -> str | None:

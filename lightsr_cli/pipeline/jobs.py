@@ -103,9 +103,9 @@ def _supported_extensions() -> list[str]:
     return sorted(IMAGE_EXTENSIONS) + sorted(VIDEO_EXTENSIONS)
 
 
-def kinds_of(paths: list[Path]) -> str:
+def kinds_of(paths: list[Path] | list[str]) -> str:
     """'.ppm 2, .txt 1, (no extension) 1': what a list of ignored files holds, most common first."""
-    counts = Counter(p.suffix.lower() or "(no extension)" for p in paths)
+    counts = Counter(Path(p).suffix.lower() or "(no extension)" for p in paths)
     return ", ".join(f"{kind} {count}" for kind, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 

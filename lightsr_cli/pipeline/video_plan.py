@@ -84,7 +84,7 @@ def plan_video(job: Job, output: OutputSettings, settings: VideoSettings, scale:
     """
     info = open_source(job.source, settings.sequence_rate)
     notes = sequence_notes(info, job.target)
-    if settings.deinterlace and not isinstance(info, SequenceInfo):
+    if settings.deinterlace and not isinstance(info, SequenceInfo):  # frames from image files have no fields
         info = dataclasses.replace(info, read_deinterlaced=True)
     outscale = output.outscale
     out_w, out_h = output_size(info.width, info.height, scale, outscale)
@@ -102,7 +102,7 @@ def plan_video(job: Job, output: OutputSettings, settings: VideoSettings, scale:
     video.check_encoder(encode.codec)
     warnings = video.timing_warnings(info, job.target) + video.hdr_warnings(encode.codec, info.hdr)
     notes += [f"warning: {warning}" for warning in warnings]
-    notes += _picture_notes(info, settings.encode, encode, settings.deinterlace)
+    notes += _picture_notes(info, settings.encode, encode)
     per_segment = max(1, round(settings.segment_seconds * info.frame_rate))
     resume = _resume_plan(job, info, settings, outscale, per_segment, replicas(info))
     if output.target is not None and not is_frame_pattern(job.target):
@@ -111,13 +111,13 @@ def plan_video(job: Job, output: OutputSettings, settings: VideoSettings, scale:
 
 
 def _picture_notes(info: video.VideoInfo, asked: video.VideoEncodeSettings,
-                   encode: video.VideoEncodeSettings, deinterlace: bool) -> list[str]:
+                   encode: video.VideoEncodeSettings) -> list[str]:
     """What the frames lose on the way that the user did not ask for: interlacing, colour resolution."""
     notes = []
-    if info.interlaced and not deinterlace:
+    if info.interlaced and not info.read_deinterlaced:
         notes.append(f"warning: {info.path.name} is interlaced ({info.field_order}): both fields of a frame are "
                      "upscaled together, which enlarges the combing; pass --deinterlace")
-    elif deinterlace and not info.interlaced and not isinstance(info, SequenceInfo):
+    elif info.read_deinterlaced and not info.interlaced:
         notes.append(f"note: {info.path.name} is not flagged interlaced ({info.field_order or 'no field order'}); "
                      "deinterlaced anyway, as --deinterlace asks")
     # Frames from image files are RGB by nature: a video of them is 4:2:0 as expected, not worth a note.
