@@ -7,7 +7,7 @@ today, lightsr, naive, today, lightsr, ...), so a shared machine's drifting load
   float arrays in and out. Its process imports lightsr only to build the network and has none of
   lightsr's process settings (checked: no engine is created, the allocator is untouched, and no
   MALLOC_* variables are passed to it).
-- ``today``: ``lightsr_cli.Upscaler(model, device="cpu").upscale(frame)`` with
+- ``today``: ``lightsr_cli.Upscaler(model, device="cpu", precision="fp32").upscale(frame)`` with
   LIGHTSR_TUNE_ALLOCATOR=0: the engine path as it ran before the allocator tuning (but with what came
   later, such as BSRN's CPU inference form: benchmarks/cpu_inference_form.py measures that alone).
 - ``lightsr``: the same call with lightsr's defaults: what the CLI and the Python API run now.
@@ -52,7 +52,7 @@ import hashlib, json, resource, sys, time
 import numpy as np
 import torch
 mode, model, width, height = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-first_output, backend = sys.argv[5], sys.argv[6]
+first_output, backend, precision = sys.argv[5], sys.argv[6], sys.argv[7]
 from lightsr_cli.pipeline.bench import synthetic_frame
 frame = synthetic_frame(height, width)
 if mode == "naive":
@@ -71,11 +71,12 @@ if mode == "naive":
 else:
     from lightsr_cli import Upscaler
     from lightsr_cli.engine import allocator
-    upscaler = Upscaler(model, device="cpu", backend=backend)
+    upscaler = Upscaler(model, device="cpu", backend=backend, precision=precision)
     def call():
         return upscaler.upscale(frame)
 np.save(first_output, call())
-print(json.dumps({"ready": True, "backend": getattr(upscaler.engine, "backend", "torch") if mode != "naive" else "torch"}),
+print(json.dumps({"ready": True, "backend": getattr(upscaler.engine, "backend", "torch") if mode != "naive" else "torch",
+                  "precision": upscaler.engine.precision if mode != "naive" else "fp32"}),
       flush=True)
 for line in sys.stdin:
     if line.strip() != "run":
@@ -93,7 +94,9 @@ for line in sys.stdin:
 
 VARIANTS = {"naive": {}, "today": {"LIGHTSR_TUNE_ALLOCATOR": "0"}, "lightsr": {}}
 BACKENDS = {"naive": "torch", "today": "torch", "lightsr": "auto"}
-"""today: the torch engine as it ran before the allocator tuning; lightsr: the default (--backend auto)."""
+PRECISIONS = {"naive": "fp32", "today": "fp32", "lightsr": "auto"}
+"""today: the torch engine in fp32 as it ran before the allocator tuning; lightsr: the defaults (--backend auto,
+--precision auto: fp16 for some models on CPUs with an fp16 matrix unit, see engine.backends.MEASURED_CPU_HALF)."""
 
 
 def _clean_env(extra: dict[str, str]) -> dict[str, str]:
@@ -108,9 +111,11 @@ class Worker:
         env = _clean_env(VARIANTS[mode])
         self.first_output = first_output
         self.proc = subprocess.Popen([sys.executable, "-c", _WORKER, "naive" if mode == "naive" else "engine", model,
-                                      str(width), str(height), str(first_output), BACKENDS[mode]],
+                                      str(width), str(height), str(first_output), BACKENDS[mode],
+                                      PRECISIONS[mode]],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
-        self.backend = self._reply()["backend"]
+        ready = self._reply()
+        self.backend, self.precision = ready["backend"], ready["precision"]
 
     def _reply(self) -> dict:
         line = self.proc.stdout.readline()
@@ -145,7 +150,8 @@ def measure_model(model: str, width: int, height: int, rounds: int, warmup: int)
         for worker in workers.values():
             worker.close()
     row = {"model": model, "input": f"{width}x{height}", "rounds": rounds,
-           "threads": samples["naive"][0]["threads"], "lightsr_backend": workers["lightsr"].backend}
+           "threads": samples["naive"][0]["threads"], "lightsr_backend": workers["lightsr"].backend,
+           "lightsr_precision": workers["lightsr"].precision}
     for mode, values in samples.items():
         row[f"{mode}_ms"] = round(statistics.median(v["ms"] for v in values), 1)
         row[f"{mode}_faults_per_frame"] = int(statistics.median(v["faults"] for v in values))
@@ -261,6 +267,7 @@ def main() -> int:
     parser.add_argument("--folder-images", type=int, default=24)
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--quick", action="store_true", help="bsrn-x4 and plainusr-x4, 2 rounds, 30 frames")
+    parser.add_argument("--note", default="", help="how the machine was (which CPU, quiet, ...)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     if args.quick:

@@ -13,6 +13,14 @@ as they finish, so a long run can be stopped and restarted (finished rows are sk
     LIGHTSR_WEIGHTS_MIRROR=../shared/weights/official python benchmarks/quality.py \
         --benchmarks ../shared/data/benchmarks --datasets Set5 --backend onnxruntime \
         --against benchmarks/results-quality.json --out benchmarks/results-quality-onnxruntime.json
+
+--precision fp16|bf16 scores the torch path in half precision on the CPU (fp16 is what ``--precision
+auto`` picks for the models in engine.backends.MEASURED_CPU_HALF on CPUs with an fp16 matrix unit);
+architectures not proven safe in that precision are left out. Compared with the fp32 file:
+
+    LIGHTSR_WEIGHTS_MIRROR=../shared/weights/official python benchmarks/quality.py \
+        --benchmarks ../shared/data/benchmarks --precision bf16 \
+        --against benchmarks/results-quality.json --out benchmarks/results-quality-cpu-bf16.json
 """
 
 from __future__ import annotations
@@ -36,10 +44,14 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="*", default=["Set5", "Set14"])
     parser.add_argument("--tta", nargs="*", default=[], help="models to score with --tta on Set5 as well")
     parser.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     parser.add_argument("--against", type=Path, help="a torch results file to compare each score with")
     args = parser.parse_args()
     if args.backend != "torch":  # an architecture without a dynamic-size graph (GRL) has no onnxruntime path
         args.models = [m for m in args.models if not get_spec(get_card(m).arch).onnx_fixed_size]
+    if args.precision != "fp32":
+        safe = "fp16_safe" if args.precision == "fp16" else "bf16_safe"
+        args.models = [m for m in args.models if getattr(get_spec(get_card(m).arch), safe)]
     reference = {(r["model"], r["dataset"], r["tta"]): r["psnr_y"]
                  for r in (json.loads(args.against.read_text()) if args.against else [])}
     rows = json.loads(args.out.read_text()) if args.out.exists() else []
@@ -49,7 +61,7 @@ def main() -> None:
         if (model_id, dataset, tta) in done:
             continue
         card = get_card(model_id)
-        engine = load_engine(card, EngineSettings(device="cpu", precision="fp32", tile=0, tta=tta,
+        engine = load_engine(card, EngineSettings(device="cpu", precision=args.precision, tile=0, tta=tta,
                                                   backend=args.backend))
         started = time.perf_counter()
         score = evaluate(engine, args.benchmarks / dataset)
@@ -58,7 +70,7 @@ def main() -> None:
                      "ssim_y": round(score.ssim_y, 4), "official_psnr_y": official,
                      "official_ssim_y": card.reference_ssim.get(dataset),
                      "diff_db": round(score.psnr_y - official, 4) if official is not None else None,
-                     "backend": args.backend, "seconds": round(time.perf_counter() - started, 1)})
+                     "backend": args.backend, "precision": engine.precision, "seconds": round(time.perf_counter() - started, 1)})
         torch_score = reference.get((model_id, dataset, tta))
         if torch_score is not None:
             rows[-1]["torch_psnr_y"] = torch_score

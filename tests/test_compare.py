@@ -76,6 +76,15 @@ def _drawn_text(text: str, size: int, band: dict, y_offset: int) -> np.ndarray:
     return np.asarray(image)
 
 
+def _auto_precision_on_this_cpu(model_id: str) -> str:
+    """What --precision auto runs on this machine's CPU: fp16 for the measured models where the CPU has an
+    fp16 matrix unit (tests/test_cpu_half.py), fp32 otherwise."""
+    from lightsr_cli.engine.backends import MEASURED_CPU_HALF
+    from lightsr_cli.engine.devices import cpu_has_fp16_matrix_unit
+
+    return "fp16" if model_id in MEASURED_CPU_HALF and cpu_has_fp16_matrix_unit() else "fp32"
+
+
 def check_grid(report: dict, picture: np.ndarray, outputs: dict[str, np.ndarray], bicubic: np.ndarray) -> None:
     """Each cell holds exactly its output at the crop, and its label is drawn and says the right things."""
     out = report["crop"]["output"]
@@ -98,7 +107,7 @@ def check_grid(report: dict, picture: np.ndarray, outputs: dict[str, np.ndarray]
             ms = cell["ms_per_megapixel"]
             assert ms > 0
             shown = f"{ms:.0f}" if ms >= 100 else f"{ms:.1f}"
-            assert cell["lines"][0] == f"{shown} ms/MP, fp32"
+            assert cell["lines"][0] == f"{shown} ms/MP, {_auto_precision_on_this_cpu(cell['name'])}"
     assert any("ms/MP: milliseconds of the model's forward passes per output megapixel" in line
                for line in [" ".join(report["legend"])])
 

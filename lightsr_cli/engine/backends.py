@@ -4,7 +4,13 @@
 ``benchmarks/backend_speed.py`` (alternating rounds, outputs checked equal) and written to
 ``benchmarks/results-backend-cpu.json``; :data:`MEASURED_PICKS` adopts picks from that file
 (tests/test_onnx_backend.py checks that every adopted pick is the file's). A model or device without
-an adopted pick runs on torch, as does anything only torch does (``--compile``, bf16).
+an adopted pick runs on torch, as does anything only torch does (``--compile``, bf16, fp16 on the CPU).
+
+``--precision auto`` is fp32 on the CPU, except on CPUs with an fp16 matrix unit (Intel AMX-FP16) for
+the models in :data:`MEASURED_CPU_HALF`: there torch in fp16 was measured faster than both backends in
+fp32 (``benchmarks/backend_speed.py --half fp16``) and as faithful (Set5/Set14 PSNR-Y within 0.05 dB of
+fp32: ``benchmarks/quality.py --precision fp16``); tests/test_cpu_half.py keeps both files and this table
+in agreement.
 """
 
 from __future__ import annotations
@@ -25,6 +31,18 @@ MEASURED_PICKS: dict[str, dict[str, str]] = {
 """device kind -> model id -> the faster backend (only models where onnxruntime won are listed)."""
 
 
+MEASURED_CPU_HALF_ON = "CPU (2 vCPU Intel Xeon with AMX-FP16, quiet), benchmarks/results-backend-cpu-amx-fp16.json"
+MEASURED_CPU_HALF: frozenset[str] = frozenset({
+    # 1280x720 output, 5 alternating rounds: fp16 1.07x (bsrn-s-x4) to 3.1x (a2n-x2) faster than the faster
+    # fp32 backend, one 8-bit level from fp32 at most, Set5/Set14 PSNR-Y within 0.002 dB. Not adopted: emt-x4
+    # (fp16 0.67x: its attention runs in fp32 either way), plainusr-u-x4 and plainusr-s-x4 (0.78x, 0.90x:
+    # too little work per conversion); models not measured stay fp32.
+    "a2n-x2", "a2n-x3", "bsrn-s-x4", "bsrn-x2", "bsrn-x3", "bsrn-x4", "plainusr-l-x2", "plainusr-l-x4",
+    "plainusr-m-x2", "plainusr-m-x4", "plainusr-t-x4", "plainusr-u-x2", "plainusr-x2", "plainusr-x4",
+})
+"""Models that ``--precision auto`` runs in fp16 on a CPU with an fp16 matrix unit (torch backend)."""
+
+
 def onnxruntime_installed() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
@@ -42,8 +60,26 @@ def device_kind(device: str) -> str:
     return "mps" if mps is not None and mps.is_available() else "cpu"
 
 
+def auto_precision(requested: str, backend: str, model_id: str, device: str) -> str:
+    """What ``--precision`` means for this model here: ``auto`` becomes fp16 on a CPU with an fp16
+    matrix unit for the models measured faster and as faithful there; anything else is kept as asked
+    (the engine resolves the rest of ``auto``)."""
+    requested = (requested or "auto").strip().lower()
+    if requested != "auto" or (backend or "auto").strip().lower() == "onnxruntime" or model_id not in MEASURED_CPU_HALF:
+        return requested
+    if device_kind(device) != "cpu":
+        return requested
+    from .devices import cpu_has_fp16_matrix_unit
+
+    return "fp16" if cpu_has_fp16_matrix_unit() else requested
+
+
 def pick_backend(requested: str, model_id: str, device: str, settings=None) -> str:
-    """'torch' or 'onnxruntime' for this model on this device (auto: only where measured faster)."""
+    """'torch' or 'onnxruntime' for this model on this device (auto: only where measured faster).
+
+    ``settings`` (optional) carries what only torch does: --compile, bf16, and fp16 on the CPU (where
+    onnxruntime has no fast fp16 kernels).
+    """
     from ..errors import UsageError
 
     requested = (requested or "torch").strip().lower()
@@ -54,7 +90,9 @@ def pick_backend(requested: str, model_id: str, device: str, settings=None) -> s
     kind = (device or "auto").strip().lower().partition(":")[0]
     if kind not in TORCH_DEVICES:
         return "onnxruntime"  # a device only onnxruntime serves
-    torch_only = settings is not None and (settings.compile or (settings.precision or "").lower() == "bf16")
+    precision = (settings.precision or "").lower() if settings is not None else ""
+    torch_only = settings is not None and (settings.compile or precision == "bf16"
+                                           or (precision == "fp16" and device_kind(device) == "cpu"))
     if torch_only or not onnxruntime_installed():
         return "torch"
     return MEASURED_PICKS.get(device_kind(device), {}).get(model_id, "torch")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from torch import nn
@@ -65,6 +65,14 @@ def _uses_onnxruntime(card: ModelCard, settings: EngineSettings, device: str) ->
     return pick_backend(settings.backend, card.id, device, settings) == "onnxruntime"
 
 
+def _with_auto_precision(card: ModelCard, settings: EngineSettings, device: str) -> EngineSettings:
+    """--precision auto made concrete where it depends on the model and this CPU (fp16 on an fp16 matrix
+    unit for the models measured faster and as faithful there: engine.backends.MEASURED_CPU_HALF)."""
+    from ..engine.backends import auto_precision
+
+    return replace(settings, precision=auto_precision(settings.precision, settings.backend, card.id, device))
+
+
 def load_engine(card: ModelCard, settings: EngineSettings, reporter: Reporter | None = None,
                 weights_path: Path | None = None) -> Engine:
     """One engine on one device (bench, eval and the Python API measure or run one device)."""
@@ -72,6 +80,7 @@ def load_engine(card: ModelCard, settings: EngineSettings, reporter: Reporter | 
     if len(devices) > 1:
         raise UsageError(f"{{--device {settings.device}}}: this command runs on one device",
                          hint="several GPUs share the work of `lightsr upscale`; pick one here, e.g. cuda:0")
+    settings = _with_auto_precision(card, settings, devices[0])
     if _uses_onnxruntime(card, settings, devices[0]):
         from .onnx_models import load_onnx_engine
 
@@ -83,6 +92,7 @@ def load_pool(card: ModelCard, settings: EngineSettings, reporter: Reporter | No
               weights_path: Path | None = None) -> EnginePool:
     """One engine per device of ``settings.device`` (each with its own copy of the network)."""
     devices = parse_devices(settings.device)
+    settings = _with_auto_precision(card, settings, devices[0])
     if _uses_onnxruntime(card, settings, devices[0]):
         from .onnx_models import load_onnx_engine
 
