@@ -76,6 +76,26 @@ def sequence_notes(info: video.VideoInfo, target: Path) -> list[str]:
     return notes
 
 
+def resume_refused(what, old_plan: dict, plan: dict, start_over: str) -> LightsrError:
+    """The error for a --resume whose earlier run had another plan, naming what changed (after an upgrade,
+    ``--precision auto`` may mean another precision on the same machine: the hint gives back the old one)."""
+    changed = [key for key in sorted(set(old_plan) | set(plan)) if key != "tile" and old_plan.get(key) != plan.get(key)]
+
+    def plain(value) -> str | None:
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return " + ".join(value)
+        return str(value) if isinstance(value, (str, int, float, bool)) or value is None else None
+
+    def shown(key: str) -> str:
+        before, now = plain(old_plan.get(key)), plain(plan.get(key))
+        return f"{key} {before} (now {now})" if None not in (before, now) and key in old_plan and key in plan else key
+
+    said = ", ".join(shown(key) for key in changed[:4]) + (", ..." if len(changed) > 4 else "") or "another plan"
+    keep = f"resume with {{--precision {old_plan['precision']}}} to carry on, or " \
+        if changed == ["precision"] and isinstance(old_plan.get("precision"), str) else ""
+    return LightsrError(f"cannot resume {what}: it was started with other settings: {said}", hint=keep + start_over)
+
+
 class FrameSequenceOutput:
     """Numbered image files for a video job whose target is a pattern such as ``out/%06d.png``."""
 
@@ -105,9 +125,8 @@ class FrameSequenceOutput:
         if resume and present and sidecar is not None:
             old_plan = sidecar.get("plan") or {}
             if {**old_plan, "tile": None} != {**self.plan, "tile": None} or "tile" not in old_plan:
-                raise LightsrError(f"cannot resume {self.naming.folder / self.naming.pattern}: it was started with "
-                                   "other settings, another source or on another device",
-                                   hint="run with {--overwrite} instead of {--resume} to write every frame again")
+                raise resume_refused(self.naming.folder / self.naming.pattern, old_plan, self.plan,
+                                     "run with {--overwrite} instead of {--resume} to write every frame again")
             self.plan["tile"] = old_plan["tile"]
             numbers = set(present)
             while self.first_missing + 1 in numbers and self.first_missing < self.info.frame_count:

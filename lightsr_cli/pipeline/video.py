@@ -38,7 +38,7 @@ from .dedup import DedupCounts, DedupSettings, FrameBatch, batches_with_reuse, e
 from .images import OutputSettings
 from .jobs import Job
 from .pixels import upscale_rgb
-from .sequences import FrameSequenceOutput, is_frame_pattern, reader_for
+from .sequences import FrameSequenceOutput, is_frame_pattern, reader_for, resume_refused
 from .video_plan import ReplicaFacts, plan_video
 
 _END = object()  # end-of-stream marker in the queues
@@ -99,6 +99,7 @@ class PartsFolder:
         """
         manifest = self.folder / "plan.json"
         if resume and manifest.is_file():
+            old_plan = {}
             try:
                 old_plan = json.loads(manifest.read_text())
                 same_plan = {**old_plan, "tile": None} == {**self.plan, "tile": None} and "tile" in old_plan
@@ -107,9 +108,8 @@ class PartsFolder:
             if same_plan:
                 self.plan["tile"] = old_plan["tile"]
             else:
-                raise LightsrError(f"cannot resume {self.folder.name}: it was started with other settings, "
-                                   "another source or on another device",
-                                   hint="run without {--resume} to start over (the old segments are replaced)")
+                raise resume_refused(self.folder.name, old_plan if isinstance(old_plan, dict) else {}, self.plan,
+                                     "run without {--resume} to start over (the old segments are replaced)")
             finished = 0
             while self.segment(finished).is_file():
                 finished += 1
