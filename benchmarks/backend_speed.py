@@ -91,6 +91,8 @@ def main() -> None:
     parser.add_argument("--margin", type=float, default=0.05)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results-backend-cpu.json"))
     parser.add_argument("--half", choices=["fp16", "bf16"], help="also time torch in this precision")
+    parser.add_argument("--append", action="store_true",
+                        help="add these models' rows to the --out file (same device, size, rounds and --half)")
     parser.add_argument("--note", default="", help="how the machine was (quiet, shared, ...)")
     args = parser.parse_args()
     width, height = map(int, args.size.lower().split("x"))
@@ -104,7 +106,7 @@ def main() -> None:
     result = {
         "command": f"python benchmarks/backend_speed.py --device {args.device} --size {args.size} "
                    f"--rounds {args.rounds} --models {' '.join(args.models)}"
-                   + (f" --half {args.half}" if args.half else ""),
+                   + (f" --half {args.half}" if args.half else "") + (" --append" if args.append else ""),
         "how": "full engine path (upscale_pixels, uint8), fp32, whole frame, batch 1, one warm-up, rounds "
                "alternating torch / onnxruntime, median; pick onnxruntime only when faster by more than the margin",
         "note": args.note, "device": args.device, "output_size": args.size, "margin": args.margin,
@@ -119,7 +121,24 @@ def main() -> None:
 
         result["cpu_has_fp16_matrix_unit"] = cpu_has_fp16_matrix_unit()
         result["half_picks"] = {row["model"]: row["half_pick"] for row in rows}
+    if args.append and args.out.exists():
+        result = _appended(json.loads(args.out.read_text()), result)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+def _appended(earlier: dict, now: dict) -> dict:
+    """The earlier file with this run's rows added (replacing rows of the same models) and its command kept."""
+    same = ("device", "output_size", "margin")
+    if any(earlier.get(key) != now.get(key) for key in same) or ("half_picks" in earlier) != ("half_picks" in now):
+        raise SystemExit(f"--append: {', '.join(same)} and --half must match the earlier file")
+    models = {row["model"] for row in now["rows"]}
+    rows = [row for row in earlier["rows"] if row["model"] not in models] + now["rows"]
+    merged = {**earlier, "rows": rows, "picks": {row["model"]: row["pick"] for row in rows},
+              "appended": [*earlier.get("appended", []), {"command": now["command"], "note": now["note"],
+                                                           "machine": now["machine"]}]}
+    if "half_picks" in now:
+        merged["half_picks"] = {row["model"]: row["half_pick"] for row in rows}
+    return merged
 
 
 if __name__ == "__main__":
