@@ -226,8 +226,8 @@ class DoublesFast(Doubles):
 
 
 @pytest.mark.parametrize(("precision", "compile", "uses_form"),
-                         [("fp32", False, True), ("bf16", False, False), ("fp32", True, False)])
-def test_cpu_inference_form_is_used_for_eager_fp32_on_the_cpu_only(precision, compile, uses_form):
+                         [("fp32", False, True), ("fp16", False, True), ("bf16", False, False), ("fp32", True, False)])
+def test_cpu_inference_form_is_used_for_eager_fp32_and_fp16_on_the_cpu_only(precision, compile, uses_form):
     built = []
     spec = _spec(cpu_inference_form=lambda network: built.append(network) or DoublesFast(network))
     engine = Engine(Doubles(), spec, 2, device="cpu", precision=precision, compile=compile)
@@ -235,4 +235,4 @@ def test_cpu_inference_form_is_used_for_eager_fp32_on_the_cpu_only(precision, co
     assert len(built) == int(uses_form)
     image = _image()
     expected = Engine(Doubles(), _spec(), 2, device="cpu").upscale(image)
-    torch.testing.assert_close(engine.upscale(image), expected, atol=0.01 if precision == "bf16" else 1e-6, rtol=0)
+    torch.testing.assert_close(engine.upscale(image), expected, atol=1e-6 if precision == "fp32" else 0.01, rtol=0)

@@ -33,7 +33,7 @@ MEASURED_PICKS: dict[str, dict[str, str]] = {
 
 MEASURED_CPU_HALF_ON = "CPU (2 vCPU Intel Xeon with AMX-FP16, quiet), benchmarks/results-backend-cpu-amx-fp16.json"
 MEASURED_CPU_HALF: frozenset[str] = frozenset({
-    # 1280x720 output, 5 alternating rounds: fp16 1.07x (bsrn-s-x4) to 3.1x (a2n-x2) faster than the faster
+    # 1280x720 output, 5 alternating rounds: fp16 1.10x (plainusr-u-x2) to 3.1x (a2n-x2) faster than the faster
     # fp32 backend, one 8-bit level from fp32 at most, Set5/Set14 PSNR-Y within 0.002 dB. Not adopted: emt-x4
     # (fp16 0.67x: its attention runs in fp32 either way), plainusr-u-x4 and plainusr-s-x4 (0.78x, 0.90x:
     # too little work per conversion); models not measured (a2n-x4, GRL: not fp16-safe) stay fp32.
