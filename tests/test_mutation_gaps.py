@@ -209,14 +209,16 @@ def _expected_frames(source: Path, upscaler: Upscaler) -> np.ndarray:
     return np.stack([upscaler.upscale(frame) for frame in decode(source)])
 
 
-def test_video_frames_are_the_input_frames_upscaled_in_order(tmp_path, upscaler):
+def test_video_frames_are_the_input_frames_upscaled_in_order(tmp_path):
     """Breaks if frames of a batch (or batches) are reordered, dropped or duplicated."""
+    # fp32 asked for: in fp16 (auto on a CPU with AMX-FP16) a batch of 4 and single frames round apart
+    # more often (0.17% of values by one level, measured), past this test's tight bound.
     source = make_clip(tmp_path / "clip.mkv", seconds=1.5)
     code, _, err = run_cli("upscale", str(source), "--model", MODEL, "--device", "cpu", "--batch", "4", "-q",
-                           *LOSSLESS_RGB)
+                           "--precision", "fp32", *LOSSLESS_RGB)
     assert code == 0, err
     written = decode(tmp_path / "clip_x2.mkv")
-    expected = _expected_frames(source, upscaler)
+    expected = _expected_frames(source, Upscaler(MODEL, device="cpu", precision="fp32"))
     assert written.shape == expected.shape == (18, 48, 64, 3)
     assert all(np.abs(expected[i].astype(int) - expected[i + 1]).max() > 20 for i in range(len(expected) - 1))
     # Batches of 4 against frames one by one: float sums in another order may round one value differently.
