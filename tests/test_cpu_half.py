@@ -114,16 +114,3 @@ def test_a_plain_cpu_keeps_fp32(tmp_path, plain_cpu):
     engine = loading.load_engine(get_card(EMBEDDED), loading.EngineSettings(device="cpu"))
     assert engine.precision == "fp32"
 
-
-def test_a_refused_resume_names_what_changed_and_gives_back_the_old_precision():
-    from lightsr_cli.pipeline.sequences import resume_refused
-
-    started = {"model": "bsrn-x4", "precision": "fp32", "tile": 128, "encode": {"crf": 18}}
-    error = resume_refused(".clip.mkv.lightsr-parts", started, {**started, "precision": "fp16", "tile": None},
-                           "run without {--resume} to start over")
-    message, hint = error.for_cli()
-    assert message.endswith("it was started with other settings: precision fp32 (now fp16)")
-    assert "--precision fp32" in hint and "start over" in hint
-    error = resume_refused("x", started, {**started, "model": "bsrn-x2", "encode": {"crf": 20}}, "start over")
-    message, hint = error.for_cli()
-    assert message.endswith("encode, model bsrn-x4 (now bsrn-x2)") and "--precision" not in hint

@@ -224,3 +224,29 @@ def test_frames_are_never_written_over_the_input_frames(tmp_path):
     with pytest.raises(OutputError, match="would replace input frames"):
         run(tmp_path / "frames", tmp_path / "frames" / "%06d.png", overwrite=True)
     assert np.array_equal(read_png_sequence(tmp_path / "frames", 3), np.stack(frames))
+
+
+def test_a_refused_resume_names_what_changed_and_gives_back_the_old_precision():
+    from lightsr_cli.pipeline.sequences import resume_refused
+
+    started = {"model": "bsrn-x4", "precision": "fp32", "tile": 128, "encode": {"crf": 18}}
+    error = resume_refused(".clip.mkv.lightsr-parts", started, {**started, "precision": "fp16", "tile": None},
+                           "run without {--resume} to start over")
+    message, hint = error.for_cli()
+    assert message.endswith("it was started with other settings: precision fp32 (now fp16)")
+    assert "--precision fp32" in hint and "start over" in hint
+    error = resume_refused("x", started, {**started, "model": "bsrn-x2", "encode": {"crf": 20}}, "start over")
+    message, hint = error.for_cli()
+    assert message.endswith("encode, model bsrn-x4 (now bsrn-x2)") and "--precision" not in hint
+
+
+def test_a_damaged_or_missing_plan_is_named_as_such_not_as_changed_settings():
+    from lightsr_cli.pipeline.sequences import resumable, resume_refused
+
+    plan = {"model": "bsrn-x4", "precision": "fp16", "tile": None}
+    assert resumable({**plan, "tile": 256}, plan) and not resumable({"model": "bsrn-x4"}, plan)
+    for damaged in (None, [1], "plan", {"model": "bsrn-x4", "precision": "fp16"}):  # the last: no tile recorded
+        assert not resumable(damaged, plan)
+        message, hint = resume_refused("x", damaged, plan, "start over").for_cli()
+        assert message == "cannot resume x: the plan the earlier run recorded is missing or damaged"
+        assert hint == "start over"

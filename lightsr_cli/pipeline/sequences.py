@@ -76,9 +76,19 @@ def sequence_notes(info: video.VideoInfo, target: Path) -> list[str]:
     return notes
 
 
-def resume_refused(what, old_plan: dict, plan: dict, start_over: str) -> LightsrError:
-    """The error for a --resume whose earlier run had another plan, naming what changed (after an upgrade,
-    ``--precision auto`` may mean another precision on the same machine: the hint gives back the old one)."""
+def resumable(old_plan: object, plan: dict) -> bool:
+    """Whether a run may carry on from an earlier one's plan: the same plan, but for the tile the earlier
+    run chose (and recorded) from its free memory, which the resumed run then adopts."""
+    return isinstance(old_plan, dict) and "tile" in old_plan and {**old_plan, "tile": None} == {**plan, "tile": None}
+
+
+def resume_refused(what, old_plan: object, plan: dict, start_over: str) -> LightsrError:
+    """The error for a --resume whose earlier plan differs, naming what changed (after an upgrade,
+    ``--precision auto`` may mean another precision on the same machine: the hint gives back the old one).
+    ``old_plan`` is what was read back: None (or anything but a plan) where it was missing or damaged."""
+    if not isinstance(old_plan, dict) or "tile" not in old_plan:
+        return LightsrError(f"cannot resume {what}: the plan the earlier run recorded is missing or damaged",
+                            hint=start_over)
     changed = [key for key in sorted(set(old_plan) | set(plan)) if key != "tile" and old_plan.get(key) != plan.get(key)]
 
     def plain(value) -> str | None:
@@ -87,10 +97,12 @@ def resume_refused(what, old_plan: dict, plan: dict, start_over: str) -> Lightsr
         return str(value) if isinstance(value, (str, int, float, bool)) or value is None else None
 
     def shown(key: str) -> str:
-        before, now = plain(old_plan.get(key)), plain(plan.get(key))
-        return f"{key} {before} (now {now})" if None not in (before, now) and key in old_plan and key in plan else key
+        if key not in old_plan or key not in plan:
+            return key
+        before, now = plain(old_plan[key]), plain(plan[key])
+        return key if before is None or now is None else f"{key} {before} (now {now})"
 
-    said = ", ".join(shown(key) for key in changed[:4]) + (", ..." if len(changed) > 4 else "") or "another plan"
+    said = ", ".join(shown(key) for key in changed[:4]) + (", ..." if len(changed) > 4 else "")
     keep = f"resume with {{--precision {old_plan['precision']}}} to carry on, or " \
         if changed == ["precision"] and isinstance(old_plan.get("precision"), str) else ""
     return LightsrError(f"cannot resume {what}: it was started with other settings: {said}", hint=keep + start_over)
@@ -123,8 +135,8 @@ class FrameSequenceOutput:
         present = self.naming.numbers_present()
         sidecar = read_sidecar(self.naming)
         if resume and present and sidecar is not None:
-            old_plan = sidecar.get("plan") or {}
-            if {**old_plan, "tile": None} != {**self.plan, "tile": None} or "tile" not in old_plan:
+            old_plan = sidecar.get("plan")
+            if not resumable(old_plan, self.plan):
                 raise resume_refused(self.naming.folder / self.naming.pattern, old_plan, self.plan,
                                      "run with {--overwrite} instead of {--resume} to write every frame again")
             self.plan["tile"] = old_plan["tile"]

@@ -38,7 +38,7 @@ from .dedup import DedupCounts, DedupSettings, FrameBatch, batches_with_reuse, e
 from .images import OutputSettings
 from .jobs import Job
 from .pixels import upscale_rgb
-from .sequences import FrameSequenceOutput, is_frame_pattern, reader_for, resume_refused
+from .sequences import FrameSequenceOutput, is_frame_pattern, reader_for, resumable, resume_refused
 from .video_plan import ReplicaFacts, plan_video
 
 _END = object()  # end-of-stream marker in the queues
@@ -99,17 +99,14 @@ class PartsFolder:
         """
         manifest = self.folder / "plan.json"
         if resume and manifest.is_file():
-            old_plan = {}
             try:
                 old_plan = json.loads(manifest.read_text())
-                same_plan = {**old_plan, "tile": None} == {**self.plan, "tile": None} and "tile" in old_plan
-            except (OSError, ValueError, TypeError):
-                same_plan = False
-            if same_plan:
-                self.plan["tile"] = old_plan["tile"]
-            else:
-                raise resume_refused(self.folder.name, old_plan if isinstance(old_plan, dict) else {}, self.plan,
+            except (OSError, ValueError):
+                old_plan = None
+            if not resumable(old_plan, self.plan):
+                raise resume_refused(self.folder.name, old_plan, self.plan,
                                      "run without {--resume} to start over (the old segments are replaced)")
+            self.plan["tile"] = old_plan["tile"]
             finished = 0
             while self.segment(finished).is_file():
                 finished += 1
