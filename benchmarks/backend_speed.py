@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results-backend-cpu.json"))
     parser.add_argument("--half", choices=["fp16", "bf16"], help="also time torch in this precision")
     parser.add_argument("--append", action="store_true",
-                        help="add these models' rows to the --out file (same device, size, rounds and --half)")
+                        help="add these models' rows to the --out file (same --device, --size, --margin and --half)")
     parser.add_argument("--note", default="", help="how the machine was (quiet, shared, ...)")
     args = parser.parse_args()
     width, height = map(int, args.size.lower().split("x"))

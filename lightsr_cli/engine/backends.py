@@ -31,7 +31,6 @@ MEASURED_PICKS: dict[str, dict[str, str]] = {
 """device kind -> model id -> the faster backend (only models where onnxruntime won are listed)."""
 
 
-MEASURED_CPU_HALF_ON = "CPU (2 vCPU Intel Xeon with AMX-FP16, quiet), benchmarks/results-backend-cpu-amx-fp16.json"
 MEASURED_CPU_HALF: frozenset[str] = frozenset({
     # 1280x720 output, 5 alternating rounds: fp16 1.10x (plainusr-u-x2) to 3.1x (a2n-x2) faster than the faster
     # fp32 backend, one 8-bit level from fp32 at most, Set5/Set14 PSNR-Y within 0.002 dB. Not adopted: emt-x4
@@ -88,12 +87,12 @@ def pick_backend(requested: str, model_id: str, device: str, settings=None) -> s
         raise UsageError(f"unknown backend '{requested}'", hint=f"choose one of {', '.join(BACKENDS)}")
     if requested != "auto":
         return requested
-    kind = (device or "auto").strip().lower().partition(":")[0]
-    if kind not in TORCH_DEVICES:
+    if (device or "auto").strip().lower().partition(":")[0] not in TORCH_DEVICES:
         return "onnxruntime"  # a device only onnxruntime serves
+    kind = device_kind(device)
     precision = (settings.precision or "").lower() if settings is not None else ""
     torch_only = settings is not None and (settings.compile or precision == "bf16"
-                                           or (precision == "fp16" and device_kind(device) == "cpu"))
+                                           or (precision == "fp16" and kind == "cpu"))
     if torch_only or not onnxruntime_installed():
         return "torch"
-    return MEASURED_PICKS.get(device_kind(device), {}).get(model_id, "torch")
+    return MEASURED_PICKS.get(kind, {}).get(model_id, "torch")
