@@ -13,14 +13,17 @@ device into lightsr_cli/engine/backends.py (MEASURED_PICKS; a test keeps them eq
 
 Run it on a quiet machine: other processes on the cores change both backends' times, not alike.
 
---half fp16 adds a third contender on the CPU: torch in fp16 (fast only where the CPU multiplies fp16 in
-hardware, Intel AMX-FP16; the file records whether this one does). Its max level difference is against
-torch fp32. A model's half pick is "torch fp16" where fp16 beat the faster fp32 backend by more than the
-margin; those models go into MEASURED_CPU_HALF once benchmarks/quality.py --precision fp16 shows them
-within 0.05 dB of fp32 (tests/test_cpu_half.py checks both):
+--half fp16|bf16 adds a third contender on the CPU: torch in that precision (fast only where the CPU
+multiplies it in hardware: Intel AMX-FP16 for fp16, AVX512-BF16 or AMX-BF16 for bf16; the file records
+which half precision this CPU has, engine.devices.cpu_half_precision). Its max level difference is against
+torch fp32. A model's half pick is "torch fp16" (or bf16) where it beat the faster fp32 backend by more than
+the margin; those models go into MEASURED_CPU_HALF[fp16|bf16] once benchmarks/quality.py --precision
+fp16|bf16 shows them within 0.05 dB of fp32 (tests/test_cpu_half.py checks both):
 
     LIGHTSR_WEIGHTS_MIRROR=... nice python benchmarks/backend_speed.py --device cpu --size 1280x720 \
         --rounds 5 --half fp16 --out benchmarks/results-backend-cpu-amx-fp16.json
+    LIGHTSR_WEIGHTS_MIRROR=... nice python benchmarks/backend_speed.py --device cpu --size 1280x720 \
+        --rounds 5 --half bf16 --out benchmarks/results-backend-cpu-avx512-bf16.json
 """
 
 from __future__ import annotations
@@ -117,9 +120,10 @@ def main() -> None:
         "rows": rows, "picks": {row["model"]: row["pick"] for row in rows},
     }
     if args.half:
-        from lightsr_cli.engine.devices import cpu_has_fp16_matrix_unit
+        from lightsr_cli.engine.devices import cpu_half_precision, cpu_has_fp16_matrix_unit
 
         result["cpu_has_fp16_matrix_unit"] = cpu_has_fp16_matrix_unit()
+        result["cpu_half_precision"] = cpu_half_precision()
         result["half_picks"] = {row["model"]: row["half_pick"] for row in rows}
     if args.append and args.out.exists():
         result = _appended(json.loads(args.out.read_text()), result)

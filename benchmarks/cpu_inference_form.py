@@ -7,6 +7,8 @@ a drifting load falls on both alike, and records the median, the speed-up and th
 
     LIGHTSR_WEIGHTS_MIRROR=/work/shared/weights/official python benchmarks/cpu_inference_form.py \
         --out benchmarks/results-cpu-inference-form.json
+
+--precision fp16|bf16 times both in that precision (the form runs in any dtype it agrees in).
 """
 
 from __future__ import annotations
@@ -41,14 +43,14 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def measure(model: str, width: int, height: int, rounds: int) -> dict:
-    engine = Upscaler(model, device="cpu", backend="torch").engine
+def measure(model: str, width: int, height: int, rounds: int, precision: str) -> dict:
+    engine = Upscaler(model, device="cpu", backend="torch", precision=precision).engine
     form = engine._eager_network
     built = getattr(form, "network", form)
     if form is built:
         return {"model": model, "form": None, "note": "no CPU inference form on this build or for this model"}
     frame = synthetic_frame(height, width)
-    x = torch.from_numpy(frame.astype(np.float32) / 255).permute(2, 0, 1)[None]
+    x = torch.from_numpy(frame.astype(np.float32) / 255).permute(2, 0, 1)[None].to(engine.dtype)
     if engine.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     samples: dict[str, list[float]] = {"built": [], "form": []}
@@ -60,10 +62,11 @@ def measure(model: str, width: int, height: int, rounds: int) -> dict:
                 network(x)
                 samples[label].append((time.perf_counter() - started) * 1000)
     built_ms, form_ms = statistics.median(samples["built"]), statistics.median(samples["form"])
-    return {"model": model, "form": type(form).__name__, "input": f"{width}x{height}", "rounds": rounds,
+    return {"model": model, "form": type(form).__name__, "precision": engine.precision,
+            "input": f"{width}x{height}", "rounds": rounds,
             "built_ms": round(built_ms, 1), "form_ms": round(form_ms, 1),
             "speedup": round(built_ms / form_ms, 3),
-            "max_abs_diff": float((outputs["built"] - outputs["form"]).abs().max()),
+            "max_abs_diff": float((outputs["built"].float() - outputs["form"].float()).abs().max()),
             "samples_ms": {label: [round(v, 1) for v in values] for label, values in samples.items()}}
 
 
@@ -72,6 +75,7 @@ def main() -> int:
     parser.add_argument("--models", nargs="+", default=["bsrn-x4", "bsrn-x2", "bsrn-s-x4"])
     parser.add_argument("--size", default="320x180", help="LR input WxH")
     parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
@@ -81,7 +85,7 @@ def main() -> int:
         "torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
         "cpu": _cpu_name(), "allocator_tuned": bool(tuning.applied),
         "load_average_at_start": os.getloadavg(),
-        "models": [measure(model, width, height, args.rounds) for model in args.models],
+        "models": [measure(model, width, height, args.rounds, args.precision) for model in args.models],
         "load_average_at_end": os.getloadavg(),
     }
     args.out.write_text(json.dumps(result, indent=1) + "\n")

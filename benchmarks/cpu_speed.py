@@ -96,7 +96,8 @@ VARIANTS = {"naive": {}, "today": {"LIGHTSR_TUNE_ALLOCATOR": "0"}, "lightsr": {}
 BACKENDS = {"naive": "torch", "today": "torch", "lightsr": "auto"}
 PRECISIONS = {"naive": "fp32", "today": "fp32", "lightsr": "auto"}
 """today: the torch engine in fp32 as it ran before the allocator tuning; lightsr: the defaults (--backend auto,
---precision auto: fp16 for some models on CPUs with an fp16 matrix unit, see engine.backends.MEASURED_CPU_HALF)."""
+--precision auto: fp16 or bf16 for some models on CPUs that multiply it in hardware, see
+engine.backends.MEASURED_CPU_HALF)."""
 
 
 def _clean_env(extra: dict[str, str]) -> dict[str, str]:

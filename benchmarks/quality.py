@@ -14,13 +14,13 @@ as they finish, so a long run can be stopped and restarted (finished rows are sk
         --benchmarks ../shared/data/benchmarks --datasets Set5 --backend onnxruntime \
         --against benchmarks/results-quality.json --out benchmarks/results-quality-onnxruntime.json
 
---precision fp16|bf16 scores the torch path in half precision on the CPU (fp16 is what ``--precision
-auto`` picks for the models in engine.backends.MEASURED_CPU_HALF on CPUs with an fp16 matrix unit);
+--precision fp16|bf16 scores the torch path in half precision on the CPU (what ``--precision auto`` picks
+for the models in engine.backends.MEASURED_CPU_HALF[fp16|bf16] on CPUs that multiply it in hardware);
 architectures not proven safe in that precision are left out. Compared with the fp32 file:
 
     LIGHTSR_WEIGHTS_MIRROR=../shared/weights/official python benchmarks/quality.py \
         --benchmarks ../shared/data/benchmarks --precision bf16 \
-        --against benchmarks/results-quality.json --out benchmarks/results-quality-cpu-bf16.json
+        --against benchmarks/results-quality.json --out benchmarks/results-quality-cpu-avx512-bf16.json
 """
 
 from __future__ import annotations

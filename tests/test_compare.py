@@ -77,12 +77,13 @@ def _drawn_text(text: str, size: int, band: dict, y_offset: int) -> np.ndarray:
 
 
 def _auto_precision_on_this_cpu(model_id: str) -> str:
-    """What --precision auto runs on this machine's CPU: fp16 for the measured models where the CPU has an
-    fp16 matrix unit (tests/test_cpu_half.py), fp32 otherwise."""
+    """What --precision auto runs on this machine's CPU: its half precision for the models measured in it
+    (tests/test_cpu_half.py), fp32 otherwise."""
     from lightsr_cli.engine.backends import MEASURED_CPU_HALF
-    from lightsr_cli.engine.devices import cpu_has_fp16_matrix_unit
+    from lightsr_cli.engine.devices import cpu_half_precision
 
-    return "fp16" if model_id in MEASURED_CPU_HALF and cpu_has_fp16_matrix_unit() else "fp32"
+    half = cpu_half_precision()
+    return half if half is not None and model_id in MEASURED_CPU_HALF[half] else "fp32"
 
 
 def check_grid(report: dict, picture: np.ndarray, outputs: dict[str, np.ndarray], bicubic: np.ndarray) -> None:

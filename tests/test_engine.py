@@ -226,8 +226,8 @@ class DoublesFast(Doubles):
 
 
 @pytest.mark.parametrize(("precision", "compile", "uses_form"),
-                         [("fp32", False, True), ("fp16", False, True), ("bf16", False, False), ("fp32", True, False)])
-def test_cpu_inference_form_is_used_for_eager_fp32_and_fp16_on_the_cpu_only(precision, compile, uses_form):
+                         [("fp32", False, True), ("fp16", False, True), ("bf16", False, True), ("fp32", True, False)])
+def test_cpu_inference_form_is_used_for_eager_networks_on_the_cpu_only(precision, compile, uses_form):
     built = []
     spec = _spec(cpu_inference_form=lambda network: built.append(network) or DoublesFast(network))
     engine = Engine(Doubles(), spec, 2, device="cpu", precision=precision, compile=compile)

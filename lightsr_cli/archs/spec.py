@@ -63,11 +63,10 @@ class ArchSpec:
     """Why a traced ONNX graph of this network holds for one input size only (empty: any size).
     Such a network exports with a static size only, and does not run on the onnxruntime backend."""
     cpu_inference_form: Callable[[nn.Module], nn.Module] | None = None
-    """network -> a faster module computing the same function (to float rounding) for fp32 or fp16
-    inference on the CPU, sharing the network's parameters; it returns the network itself where
-    that form is not available or disagrees in the network's dtype. The torch engine applies it to
-    an fp32 or fp16 CPU network it does not compile; exports, training and other devices use the
-    network as built."""
+    """network -> a faster module computing the same function (to float rounding) for inference on
+    the CPU in the network's dtype, sharing the network's parameters; it returns the network itself
+    where that form is not available or disagrees in that dtype. The torch engine applies it to a CPU
+    network it does not compile; exports, training and other devices use the network as built."""
 
     def bytes_per_pixel(self, dtype: torch.dtype) -> float:
         """Peak activation bytes per LR input pixel when computing in ``dtype``."""

@@ -13,6 +13,15 @@ from .handling import handles_errors
 from .render import RichReporter, print_json, stdout_table
 
 
+def _scoring_precision(requested: str, device: str) -> str:
+    """The papers score fp32 outputs, so on the CPU ``auto`` scores in fp32 rather than in the half precision
+    some CPUs get for speed (bf16 moves PSNR-Y by up to 0.043 dB for the models it is adopted for); GPUs keep
+    their ``auto`` choice, and an explicit precision is kept."""
+    from ..engine.backends import device_kind
+
+    return "fp32" if requested == "auto" and device_kind(device) == "cpu" else requested
+
+
 @handles_errors
 def evaluate(
     ctx: typer.Context,
@@ -39,7 +48,8 @@ def evaluate(
     from ..pipeline.evaluation import evaluate as evaluate_dataset
     from ..pipeline.loading import EngineSettings, load_engine
 
-    engine_settings = EngineSettings(device=device, precision=precision.value, tile=tile, batch=batch, tta=tta)
+    engine_settings = EngineSettings(device=device, precision=_scoring_precision(precision.value, device), tile=tile,
+                                     batch=batch, tta=tta)
     with RichReporter() as reporter:
         engine = load_engine(card, engine_settings, reporter, weights_path=weights_file)
         scores = [evaluate_dataset(engine, dataset, reporter) for dataset in datasets]

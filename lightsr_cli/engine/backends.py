@@ -6,11 +6,12 @@
 (tests/test_onnx_backend.py checks that every adopted pick is the file's). A model or device without
 an adopted pick runs on torch, as does anything only torch does (``--compile``, bf16, fp16 on the CPU).
 
-``--precision auto`` is fp32 on the CPU, except on CPUs with an fp16 matrix unit (Intel AMX-FP16) for
-the models in :data:`MEASURED_CPU_HALF`: there torch in fp16 was measured faster than both backends in
-fp32 (``benchmarks/backend_speed.py --half fp16``) and as faithful (Set5/Set14 PSNR-Y within 0.05 dB of
-fp32: ``benchmarks/quality.py --precision fp16``); tests/test_cpu_half.py keeps both files and this table
-in agreement.
+``--precision auto`` is fp32 on the CPU, except on CPUs that multiply a half precision in hardware
+(``devices.cpu_half_precision``: fp16 with Intel AMX-FP16, else bf16 with AVX512-BF16 or AMX-BF16) for
+the models in :data:`MEASURED_CPU_HALF` under that precision: there torch in that precision was measured
+faster than both backends in fp32 (``benchmarks/backend_speed.py --half fp16|bf16``) and as faithful
+(Set5/Set14 PSNR-Y within 0.05 dB of fp32: ``benchmarks/quality.py --precision fp16|bf16``);
+tests/test_cpu_half.py keeps the files and this table in agreement.
 """
 
 from __future__ import annotations
@@ -31,16 +32,30 @@ MEASURED_PICKS: dict[str, dict[str, str]] = {
 """device kind -> model id -> the faster backend (only models where onnxruntime won are listed)."""
 
 
-MEASURED_CPU_HALF: frozenset[str] = frozenset({
+MEASURED_CPU_HALF: dict[str, frozenset[str]] = {
+    # Xeon 6 with AMX-FP16 (benchmarks/results-backend-cpu-amx-fp16.json, results-quality-cpu-fp16.json),
     # 1280x720 output, 5 alternating rounds: fp16 1.10x (plainusr-u-x2) to 3.1x (a2n-x2) faster than the faster
     # fp32 backend, one 8-bit level from fp32 at most, Set5/Set14 PSNR-Y within 0.002 dB. Not adopted: emt-x4
     # (fp16 0.67x: its attention runs in fp32 either way), plainusr-u-x4 and plainusr-s-x4 (0.78x, 0.90x:
     # too little work per conversion); models not measured (a2n-x4, GRL: not fp16-safe) stay fp32.
-    "a2n-x2", "a2n-x3", "bsrn-s-x4", "bsrn-x2", "bsrn-x3", "bsrn-x4", "plainusr-l-x2", "plainusr-l-x4",
-    "plainusr-m-x2", "plainusr-m-x4", "plainusr-s-x2", "plainusr-t-x2", "plainusr-t-x4", "plainusr-u-x2",
-    "plainusr-x2", "plainusr-x4",
-})
-"""Models that ``--precision auto`` runs in fp16 on a CPU with an fp16 matrix unit (torch backend)."""
+    "fp16": frozenset({
+        "a2n-x2", "a2n-x3", "bsrn-s-x4", "bsrn-x2", "bsrn-x3", "bsrn-x4", "plainusr-l-x2", "plainusr-l-x4",
+        "plainusr-m-x2", "plainusr-m-x4", "plainusr-s-x2", "plainusr-t-x2", "plainusr-t-x4", "plainusr-u-x2",
+        "plainusr-x2", "plainusr-x4",
+    }),
+    # Zen 5 EPYC with AVX512-BF16 (benchmarks/results-backend-cpu-avx512-bf16.json,
+    # results-quality-cpu-avx512-bf16.json), 1280x720 output, 5 alternating rounds: bf16 1.05x (plainusr-u-x4)
+    # to 1.95x (a2n-x3) faster than the faster fp32 backend (bsrn-x4 1.43x), up to 4 8-bit levels from fp32,
+    # Set5/Set14 PSNR-Y within 0.043 dB. Faster but not adopted, past 0.05 dB: bsrn-x2 (-0.084 dB),
+    # plainusr-t-x2 and plainusr-l-x2 (-0.062). Not 5% faster: plainusr-u-x2, -s-x2, -s-x4, -m-x4; emt-x4 and
+    # GRL stay fp32 (EMT is not bf16-safe; GRL not measured).
+    "bf16": frozenset({
+        "a2n-x2", "a2n-x3", "bsrn-s-x4", "bsrn-x3", "bsrn-x4", "plainusr-l-x4", "plainusr-m-x2", "plainusr-t-x4",
+        "plainusr-u-x4", "plainusr-x2", "plainusr-x4",
+    }),
+}
+"""half precision -> the models ``--precision auto`` runs in it on a CPU that multiplies it in hardware
+(torch backend)."""
 
 
 def onnxruntime_installed() -> bool:
@@ -61,17 +76,19 @@ def device_kind(device: str) -> str:
 
 
 def auto_precision(requested: str, backend: str, model_id: str, device: str) -> str:
-    """What ``--precision`` means for this model here: ``auto`` becomes fp16 on a CPU with an fp16
-    matrix unit for the models measured faster and as faithful there; anything else is kept as asked
-    (the engine resolves the rest of ``auto``)."""
+    """What ``--precision`` means for this model here: ``auto`` becomes fp16 or bf16 on a CPU that
+    multiplies that precision in hardware, for the models measured faster and as faithful in it there;
+    anything else is kept as asked (the engine resolves the rest of ``auto``)."""
     requested = (requested or "auto").strip().lower()
-    if requested != "auto" or (backend or "auto").strip().lower() == "onnxruntime" or model_id not in MEASURED_CPU_HALF:
+    if (requested != "auto" or (backend or "auto").strip().lower() == "onnxruntime"
+            or not any(model_id in models for models in MEASURED_CPU_HALF.values())):
         return requested
     if device_kind(device) != "cpu":
         return requested
-    from .devices import cpu_has_fp16_matrix_unit
+    from . import devices
 
-    return "fp16" if cpu_has_fp16_matrix_unit() else requested
+    half = devices.cpu_half_precision()
+    return half if half is not None and model_id in MEASURED_CPU_HALF[half] else requested
 
 
 def pick_backend(requested: str, model_id: str, device: str, settings=None) -> str:

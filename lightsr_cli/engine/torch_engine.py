@@ -97,8 +97,7 @@ class Engine(TiledEngine):
             network = network.to(memory_format=torch.channels_last)
         network = network.eval()
         cpu_form = self.spec.cpu_inference_form
-        if cpu_form is not None and self.device.type == "cpu" and dtype in (torch.float32, torch.float16) \
-                and not self._will_compile:
+        if cpu_form is not None and self.device.type == "cpu" and not self._will_compile:
             network = cpu_form(network)
         return network
 

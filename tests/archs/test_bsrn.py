@@ -129,20 +129,23 @@ def test_cpu_inference_form_matches_network_on_a_batch_of_odd_sizes(official_wei
     assert [p.data_ptr() for p in fast.parameters()] == [p.data_ptr() for p in model.parameters()]
 
 
+@pytest.mark.parametrize(("dtype", "levels"), [(torch.float16, 1), (torch.bfloat16, 4)])
 @pytest.mark.parametrize("stem", ["net_g_BSRN_x4", "net_g_BSRN-S"])
-def test_cpu_inference_form_in_fp16_stays_within_rounding_of_the_fp16_network(official_weights, shared_dir, stem):
-    """fp16 on the CPU (auto on CPUs with AMX-FP16) runs the form too; the two sum in other orders, so
-    they agree to fp16 rounding, well inside one 8-bit level, on a real picture."""
-    model = copy.deepcopy(_model(official_weights, stem)).half().to(memory_format=torch.channels_last)
+def test_cpu_inference_form_in_half_precision_stays_within_rounding_of_that_network(official_weights, shared_dir,
+                                                                                    stem, dtype, levels):
+    """fp16 and bf16 on the CPU (auto on CPUs with AMX-FP16 or AVX512-BF16) run the form too; the two sum in
+    other orders, so they agree to that precision's rounding on a real picture: within one 8-bit level in
+    fp16; in bf16 (8 mantissa bits, one output step is a level near 1.0) a few levels."""
+    model = copy.deepcopy(_model(official_weights, stem)).to(dtype).to(memory_format=torch.channels_last)
     fast = SPEC.cpu_inference_form(model)
     if fast is model:
-        pytest.skip("this torch build has no oneDNN fused convolutions in fp16")
+        pytest.skip(f"this torch build has no oneDNN fused convolutions in {dtype}")
     assert isinstance(fast, bsrn.OneDnnBSRN)
-    crop = _set14_crop(shared_dir, 48)[..., :37, :45].half().contiguous(memory_format=torch.channels_last)
+    crop = _set14_crop(shared_dir, 48)[..., :37, :45].to(dtype).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         expected, got = model(crop).float(), fast(crop).float()
     assert got.shape == expected.shape == (1, 3, 37 * 4, 45 * 4)
-    assert 0 < float((got - expected).abs().max()) <= 1 / 255
+    assert 0 < float((got - expected).abs().max()) <= levels / 255
 
 
 def test_cpu_inference_form_leaves_other_networks_alone():
