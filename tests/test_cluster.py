@@ -338,3 +338,19 @@ def test_workers_are_planned_per_gpu_or_per_cpus():
     assert len(plan_workers(nodes, ClusterSettings(gpus_per_worker=2), "auto")) == 2
     with pytest.raises(DeviceError, match="no worker fits"):
         plan_workers(nodes, ClusterSettings(cpus_per_worker=32), "cpu")
+
+
+def test_workers_whose_cpus_resolve_auto_differently_are_reported_and_recorded_alike():
+    """--precision auto resolves on each worker (bf16 where the CPU has bf16 dot products): the summary and a
+    video's resume plan name every precision that ran, in the same order whichever worker answers first."""
+    from lightsr_cli.pipeline.cluster.summary import ClusterPool, precisions_of
+    from lightsr_cli.pipeline.cluster.units import WorkerFacts
+
+    def worker(node: str, precision: str) -> WorkerFacts:
+        return WorkerFacts(node_id=node, host=node, version="0", device="cpu", device_description="cpu",
+                           precision=precision, batch=1, tta=False, tile=None, autotune=False, notes=())
+
+    mixed = [worker("a", "fp32"), worker("b", "bf16"), worker("c", "bf16")]
+    assert precisions_of(mixed) == precisions_of(mixed[::-1]) == "bf16+fp32"
+    assert precisions_of(mixed[1:]) == "bf16"
+    assert ClusterPool.of(mixed, MODEL, 0, 0).primary.precision == "bf16+fp32"

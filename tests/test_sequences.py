@@ -238,6 +238,10 @@ def test_a_refused_resume_names_what_changed_and_gives_back_the_old_precision():
     error = resume_refused("x", started, {**started, "model": "bsrn-x2", "encode": {"crf": 20}}, "start over")
     message, hint = error.for_cli()
     assert message.endswith("encode, model bsrn-x4 (now bsrn-x2)") and "--precision" not in hint
+    # a cluster whose CPUs resolved auto differently recorded both: no single --precision gives that back
+    mixed = {**started, "precision": "bf16+fp32"}
+    message, hint = resume_refused("x", mixed, {**started, "tile": None}, "start over").for_cli()
+    assert message.endswith("precision bf16+fp32 (now fp32)") and "--precision" not in hint
 
 
 def test_a_damaged_or_missing_plan_is_named_as_such_not_as_changed_settings():

@@ -103,8 +103,9 @@ def resume_refused(what, old_plan: object, plan: dict, start_over: str) -> Light
         return key if before is None or now is None else f"{key} {before} (now {now})"
 
     said = ", ".join(shown(key) for key in changed[:4]) + (", ..." if len(changed) > 4 else "")
-    keep = f"resume with {{--precision {old_plan['precision']}}} to carry on, or " \
-        if changed == ["precision"] and isinstance(old_plan.get("precision"), str) else ""
+    old_precision = old_plan.get("precision")
+    keep = f"resume with {{--precision {old_precision}}} to carry on, or " \
+        if changed == ["precision"] and isinstance(old_precision, str) and "+" not in old_precision else ""
     return LightsrError(f"cannot resume {what}: it was started with other settings: {said}", hint=keep + start_over)
 
 

@@ -34,7 +34,7 @@ from ..sequences import is_frame_pattern, is_sequence_source
 from ..video import PartsFolder, VideoResult, VideoSettings, join_segments, say_where_the_parts_are
 from ..video_plan import ReplicaFacts, VideoPlan, plan_video
 from .connect import Workers, connect
-from .summary import ClusterPool, NodeTally
+from .summary import ClusterPool, NodeTally, precisions_of
 from .units import ClusterSettings, FileAccess, ImageUnit, SegmentUnit, UnitOutcome
 
 
@@ -380,10 +380,11 @@ class _Run:
         return _Video(job, plan, parts, lock, first_segment, progress)
 
     def _replica_facts(self, info: media_video.VideoInfo) -> ReplicaFacts:
-        """The workers as the resume plan records them: one worker's settings and tile (every worker's), all devices."""
+        """The workers as the resume plan records them: one worker's settings and tile (every worker's), all
+        devices and all precisions."""
         asked = next(actor for actor in self.actors if actor is not None)
         first = self.ray.get(asked.facts.remote(info.height, info.width))
-        return ReplicaFacts(model=self.model_id, scale=self.scale, precision=first.precision, tta=first.tta,
+        return ReplicaFacts(model=self.model_id, scale=self.scale, precision=precisions_of(self.facts), tta=first.tta,
                             autotune=first.autotune, tile=first.tile,
                             devices=tuple(sorted({f.device_description for f in self.facts})), cluster=True)
 

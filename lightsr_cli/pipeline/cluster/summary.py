@@ -7,6 +7,13 @@ from dataclasses import dataclass
 from .units import SegmentUnit, UnitOutcome, WorkerFacts
 
 
+def precisions_of(facts: list[WorkerFacts]) -> str:
+    """Every precision the workers compute in, e.g. 'bf16', or 'bf16+fp32' where ``--precision auto`` resolved
+    differently on nodes whose CPUs differ (bf16 where the CPU has bf16 dot products, fp32 elsewhere). The
+    summary says it, and the resume plan records it, the same whichever worker is asked first."""
+    return "+".join(sorted({fact.precision for fact in facts}))
+
+
 @dataclass(frozen=True)
 class ClusterEngineFacts:
     """The engine settings every worker runs with, read as the summary reads a local engine's."""
@@ -39,8 +46,8 @@ class ClusterPool:
         nodes = len({f.node_id for f in facts})
         devices = sorted({f.device for f in facts})
         names = f"ray: {len(facts)} worker(s) ({', '.join(devices)}) on {nodes} node(s)"
-        return ClusterPool(ClusterEngineFacts(first.precision, first.tile, first.batch, first.tta, backend=first.backend), names, (),
-                           fp32_fallbacks, model_id)
+        engine = ClusterEngineFacts(precisions_of(facts), first.tile, first.batch, first.tta, backend=first.backend)
+        return ClusterPool(engine, names, (), fp32_fallbacks, model_id)
 
 
 class NodeTally:
