@@ -53,7 +53,7 @@ DEVICES = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU)
 COMPILE = typer.Option(False, "--compile", help="torch.compile the network: slow first batch, then faster; "
                        "pays off for videos and many same-size images.", rich_help_panel="Engine")
 PRECISION = typer.Option(Precision.auto, "--precision", help="auto: fp16/bf16 on GPUs where the model is safe; "
-                         "on the CPU fp32, or fp16 (Intel AMX-FP16) or bf16 (AVX512-BF16: AMD Zen 4+, Intel Xeon) "
+                         "on the CPU fp32, or fp16 (Intel AMX-FP16) or bf16 (AVX512-BF16: AMD Zen 4+, Intel Xeon since Cooper Lake) "
                          "where the CPU multiplies it in hardware and the model was measured faster and as faithful "
                          "in it. fp32 is IEEE fp32 everywhere; tf32: fp32 with TensorFloat-32 "
                          "convolutions and matmuls (NVIDIA Ampere and later).", rich_help_panel="Engine")
