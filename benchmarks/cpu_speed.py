@@ -255,6 +255,13 @@ def folder_memory(model: str, count: int, cycles: int = 3) -> dict:
                             model, [folder], [])
 
 
+def _cpu_half_precision() -> str | None:
+    """fp16, bf16 or None: what `--precision auto` may use on this CPU (results differ with it most)."""
+    from lightsr_cli.engine.devices import cpu_half_precision
+
+    return cpu_half_precision()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=MODELS)
@@ -266,6 +273,7 @@ def main() -> int:
     parser.add_argument("--video-frames", type=int, default=100)
     parser.add_argument("--video-size", default="128x72")
     parser.add_argument("--folder-images", type=int, default=24)
+    parser.add_argument("--folder-cycles", type=int, default=3, help="times the folder's sizes repeat")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--quick", action="store_true", help="bsrn-x4 and plainusr-x4, 2 rounds, 30 frames")
     parser.add_argument("--note", default="", help="how the machine was (which CPU, quiet, ...)")
@@ -287,11 +295,12 @@ def main() -> int:
         "load_average_at_start": os.getloadavg(), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "note": "median ms per frame of alternating rounds; naive in a clean process; today = the engine with "
                 "LIGHTSR_TUNE_ALLOCATOR=0; lightsr = the default path (Upscaler API, as the CLI runs it)",
+        "machine_note": args.note, "cpu_half_precision": _cpu_half_precision(),
         "models": [measure_model(model, w, h, args.rounds, args.warmup) for model, w, h in cases],
     }
     if not args.skip_memory:
         results["memory"] = [video_memory(args.video_model, args.video_frames, args.video_size),
-                             folder_memory(args.video_model, args.folder_images)]
+                             folder_memory(args.video_model, args.folder_images, args.folder_cycles)]
     results["load_average_at_end"] = os.getloadavg()
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)
