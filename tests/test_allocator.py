@@ -118,7 +118,9 @@ main()
     result = _run(code, tmp_path)
     assert (tmp_path / "a_x2.png").is_file()
     assert result["applied"] is True and result["mmapped_block"] == 0
-    assert max(result["faults_after_first_pass"]) < 5_000
+    # The heap may still grow once in the second pass (seen once in about 20 runs of this test on a busy 2-vCPU
+    # EPYC); by the third it must have stopped faulting. Untuned, every pass faults ~33000 pages per buffer.
+    assert result["faults_after_first_pass"][-1] < 5_000
 
 
 def test_importing_the_package_tunes_nothing(tmp_path):
