@@ -254,3 +254,21 @@ def test_a_damaged_or_missing_plan_is_named_as_such_not_as_changed_settings():
         message, hint = resume_refused("x", damaged, plan, "start over").for_cli()
         assert message == "cannot resume x: the plan the earlier run recorded is missing or damaged"
         assert hint == "start over"
+
+
+def test_deinterlace_on_a_frame_sequence_is_said_not_silently_ignored(tmp_path):
+    """Image files record no field order: --deinterlace reads them as they are, and says so once; the frames
+    come out exactly as without it."""
+    frames = write_frames(tmp_path / "frames", 3)
+    outputs = {}
+    for deinterlace in (False, True):
+        reporter, pool = Notes(), CountingPool()
+        target = tmp_path / f"out{int(deinterlace)}" / "%06d.png"
+        settings = VideoSettings(encode=video.VideoEncodeSettings(codec="ffv1"), deinterlace=deinterlace)
+        run_video_job(pool.pool, Job(tmp_path / "frames" / "%06d.png", target, MediaKind.VIDEO), OutputSettings(),
+                      settings, reporter)
+        said = [note for note in reporter.notes if "--deinterlace" in note]
+        assert len(said) == int(deinterlace)
+        outputs[deinterlace] = read_png_sequence(target.parent, len(frames))
+    assert said[0].startswith(f"note: --deinterlace applies to video files; the frames of {tmp_path / 'frames'}")
+    assert np.array_equal(outputs[False], outputs[True])

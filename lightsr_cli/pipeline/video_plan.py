@@ -84,8 +84,12 @@ def plan_video(job: Job, output: OutputSettings, settings: VideoSettings, scale:
     """
     info = open_source(job.source, settings.sequence_rate)
     notes = sequence_notes(info, job.target)
-    if settings.deinterlace and not isinstance(info, SequenceInfo):  # frames from image files have no fields
+    if settings.deinterlace and not isinstance(info, SequenceInfo):
         info = dataclasses.replace(info, read_deinterlaced=True)
+    elif settings.deinterlace:  # image files say nothing of fields or their order: bwdif would have to guess
+        notes.append(f"note: --deinterlace applies to video files; the frames of {info.path} are image files, "
+                     "which record no field order, so they are upscaled as they are (deinterlace them where "
+                     "they are exported, or pass a video file)")
     outscale = output.outscale
     out_w, out_h = output_size(info.width, info.height, scale, outscale)
     if outscale and outscale != scale:
