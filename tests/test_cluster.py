@@ -354,3 +354,18 @@ def test_workers_whose_cpus_resolve_auto_differently_are_reported_and_recorded_a
     assert precisions_of(mixed) == precisions_of(mixed[::-1]) == "bf16+fp32"
     assert precisions_of(mixed[1:]) == "bf16"
     assert ClusterPool.of(mixed, MODEL, 0, 0).primary.precision == "bf16+fp32"
+
+
+def test_a_video_that_changes_frame_size_matches_a_local_run_and_is_warned_about(tmp_path, ray_address):
+    from tests.test_video_timing import size_changing_clip
+
+    (tmp_path / "in").mkdir()
+    clip = size_changing_clip(tmp_path / "in")
+    local = lightsr(str(clip), "-o", str(tmp_path / "local.mkv"), *VIDEO_ARGS)
+    assert local.returncode == 0, local.stderr
+    run = lightsr(str(clip), "-o", str(tmp_path / "cluster.mkv"), *VIDEO_ARGS, "--cluster-files", "transfer",
+                  address=ray_address)
+    assert run.returncode == 0, run.stderr
+    assert framemd5(tmp_path / "cluster.mkv") == framemd5(tmp_path / "local.mkv")
+    for stderr in (local.stderr, run.stderr):
+        assert "turned.ts changes frame size mid-stream (64x48, then 48x64)" in " ".join(stderr.split())

@@ -426,3 +426,51 @@ def test_discarded_packets_have_no_frame_time():
     assert timeline.pts == (0, 41, 83) and timeline.end == 124 and timeline.time_base == Fraction(1, 1000)
     assert timeline.is_constant(Fraction(24000, 1001))  # matroska's milliseconds of 24000/1001 fps
     assert parse_framecrc(listing.replace("0,         41,         41", "0,         41,      NOPTS"))[1] is None
+
+
+def size_changing_clip(folder: Path) -> Path:
+    """One second at 64x48 (landscape), then one at 48x64 (portrait, a turned phone): one h264 stream in
+    MPEG-TS whose frame size changes mid-stream, as a broadcast capture's does between SD and HD."""
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=10:duration=1", "-c:v", "libx264", "-bf", "0",
+           "-pix_fmt", "yuv420p", "-muxdelay", "0", str(folder / "a.ts"))
+    ffmpeg("-f", "lavfi", "-i", "color=white:size=48x64:rate=10:duration=1", "-c:v", "libx264", "-bf", "0",
+           "-pix_fmt", "yuv420p", "-muxdelay", "0", "-output_ts_offset", "1", str(folder / "b.ts"))
+    clip = folder / "turned.ts"
+    clip.write_bytes((folder / "a.ts").read_bytes() + (folder / "b.ts").read_bytes())
+    return clip
+
+
+def test_frames_that_change_size_mid_stream_keep_their_shape_and_are_warned_about(tmp_path):
+    """ffmpeg on its own scales such frames to the first size, squashing them; here they are fitted into it,
+    centred on black, and the job says so."""
+    clip = size_changing_clip(tmp_path)
+    info = video.probe_video(clip)
+    assert (info.width, info.height, info.frame_count) == (64, 48, 20)
+    with video.FrameReader(info) as reader:
+        frames = list(reader)
+    assert reader.other_sizes == ((48, 64),)
+    portrait = frames[-1].astype(int)  # white 48x64 fitted into 64x48: 36x48 of white between black bars
+    assert portrait.shape == (48, 64, 3)
+    assert portrait[:, 32].min() > 200 and portrait[:, :12].max() < 20 and portrait[:, -12:].max() < 20
+    white_columns = np.flatnonzero(portrait.mean(axis=(0, 2)) > 128)
+    assert 34 <= len(white_columns) <= 38  # 48 * 48/64 = 36: the shape kept, not stretched to 64
+    # A read from past the change (a resumed run, a cluster segment) gets the same frames: a filter graph
+    # rebuilt at the change used to restart the frame count that skips to start_frame, and gave none.
+    with video.FrameReader(info, start_frame=12) as resumed:
+        assert np.array_equal(np.stack(list(resumed)), np.stack(frames[12:]))
+
+    reporter = upscale(clip, tmp_path / "turned_x2.mkv")
+    [warned] = [note for note in reporter.notes if "changes frame size" in note]
+    assert warned.startswith("warning: turned.ts changes frame size mid-stream (64x48, then 48x64)")
+    assert video.probe_video(tmp_path / "turned_x2.mkv").frame_count == 20
+
+
+def test_frames_of_one_size_pass_the_fitting_untouched(tmp_path):
+    clip = phone_clip(tmp_path / "phone.mp4")
+    plain = subprocess.run([video.ffmpeg_exe(), "-v", "error", "-noautorotate", "-i", str(clip), "-map", "0:v:0",
+                            "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
+                           capture_output=True, check=True).stdout
+    with video.FrameReader(video.probe_video(clip)) as reader:
+        frames = list(reader)
+    assert reader.other_sizes == ()
+    assert b"".join(frame.tobytes() for frame in frames) == plain

@@ -47,6 +47,17 @@ def reader_for(info: video.VideoInfo, start_frame: int):
     return video.FrameReader(info, start_frame=start_frame)
 
 
+def size_change_note(info: video.VideoInfo, reader) -> str | None:
+    """A warning where the source's frames changed size mid-stream and were fitted into the first size."""
+    other = getattr(reader, "other_sizes", ())  # a frame sequence's frames all have one size (scan_sequence)
+    if not other:
+        return None
+    sizes = ", ".join(f"{w}x{h}" for w, h in other)
+    return (f"warning: {info.path.name} changes frame size mid-stream ({info.width}x{info.height}, then {sizes}): "
+            f"those frames were fitted into {info.width}x{info.height} keeping their shape, with black bars, "
+            "rather than squashed; cut the video where its size changes to upscale each part at its own size")
+
+
 def source_identity(source: Path, info: video.VideoInfo) -> dict:
     """What says the source is unchanged, for --resume: the file's size and time, or every frame's."""
     if isinstance(info, SequenceInfo):

@@ -38,7 +38,7 @@ from .dedup import DedupCounts, DedupSettings, FrameBatch, batches_with_reuse, e
 from .images import OutputSettings
 from .jobs import Job
 from .pixels import upscale_rgb
-from .sequences import FrameSequenceOutput, is_frame_pattern, reader_for, resumable, resume_refused
+from .sequences import FrameSequenceOutput, is_frame_pattern, reader_for, resumable, resume_refused, size_change_note
 from .video_plan import ReplicaFacts, plan_video
 
 _END = object()  # end-of-stream marker in the queues
@@ -189,9 +189,11 @@ class _Worker(threading.Thread):
             self._stop_event.set()
 
 
-def _read_frames(info: video.VideoInfo, start_frame: int, frames: queue.Queue, stop: threading.Event) -> float:
+def _read_frames(info: video.VideoInfo, start_frame: int, frames: queue.Queue, stop: threading.Event,
+                 notes: list[str]) -> float:
     seconds = 0.0
-    with reader_for(info, start_frame) as reader:
+    reader = reader_for(info, start_frame)
+    with reader:
         iterator = iter(reader)
         while not stop.is_set():
             started = time.perf_counter()
@@ -202,6 +204,8 @@ def _read_frames(info: video.VideoInfo, start_frame: int, frames: queue.Queue, s
             seconds += time.perf_counter() - started
             if not _put(frames, frame, stop):
                 break
+    if note := size_change_note(info, reader):
+        notes.append(note)
     _put(frames, _END, stop)
     return seconds
 
@@ -283,7 +287,8 @@ def _upscale_video(pool: EnginePool, job: Job, output: OutputSettings, settings:
     stop = threading.Event()
     progress = reporter.task(f"{job.source.name}", total=info.frame_count, unit="frame")
     progress.advance(start_frame)
-    reader = _Worker("lightsr-decode", lambda: _read_frames(info, start_frame, frames_queue, stop), stop)
+    decode_notes: list[str] = []
+    reader = _Worker("lightsr-decode", lambda: _read_frames(info, start_frame, frames_queue, stop, decode_notes), stop)
     if isinstance(parts, FrameSequenceOutput):
         writer = _Worker("lightsr-write", lambda: parts.write_frames(_queued_frames(results_queue, stop), progress),
                          stop)
@@ -300,6 +305,8 @@ def _upscale_video(pool: EnginePool, job: Job, output: OutputSettings, settings:
         inference_seconds = _upscale_stream(pool, batches, results_queue, stop, (out_w, out_h))
         writer.join()
         reader.join()
+        for note in decode_notes:
+            reporter.note(note)
         for worker in (reader, writer):
             if worker.error is not None:
                 raise worker.error

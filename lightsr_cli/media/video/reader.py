@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -14,13 +15,31 @@ from ...errors import CorruptVideoError
 from .ffmpeg import corruption_in, error_tail, ffmpeg_exe
 from .probe import VideoInfo, as_video_info
 
+# ffmpeg's warning when a stream's frames change size mid-stream (a broadcast capture switching between SD
+# and HD, clips of other sizes joined, a screen recording turned) and the filter graph is kept:
+# "... filter context - w: 64 h: 48 ..., incoming frame - w: 48 h: 64 ...".
+_SIZE_CHANGED = re.compile(r"incoming frame - w: (\d+) h: (\d+)")
+
+
+_ERROR_LEVEL = re.compile(r"\[(error|fatal|panic)\]")
+
+
+def _fit_into(width: int, height: int) -> str:
+    """Frames of another size scaled to fit ``width`` x ``height``, keeping their shape, centred on black;
+    frames of that size pass through untouched (bit-identical, no cost). Without it ffmpeg would scale
+    them to the first frame's size and squash them."""
+    return (f"scale={width}:{height}:force_original_aspect_ratio=decrease:eval=frame,"
+            f"pad={width}:{height}:-1:-1:color=black:eval=frame")
+
 
 class FrameReader:
     """Decoded RGB frames of a video as numpy arrays, from frame index ``start_frame`` on.
 
     Decodes without autorotation (the output carries the rotation tag instead) and with
     ``-fps_mode passthrough`` (ffmpeg never duplicates or drops a frame), so frame i here is frame i
-    of the stream. ``start_frame`` is exact: ffmpeg decodes from the start and a ``select`` filter drops
+    of the stream. Every frame comes out at the stream's first size: frames that change size mid-stream
+    are fitted into it (:func:`_fit_into`), and :attr:`other_sizes` says which sizes were met.
+    ``start_frame`` is exact: ffmpeg decodes from the start and a ``select`` filter drops
     frames before the index — slower than a keyframe seek, but a seek lands on timestamps, which are
     not frame indices in variable-rate or edit-listed files.
     """
@@ -38,13 +57,21 @@ class FrameReader:
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
         self._done = False
-        # bwdif before select: frames before start_frame still give their neighbours' motion, so a resumed
-        # read yields the same frames as an uninterrupted one. send_frame keeps one frame per frame (and its time).
-        filters = ["bwdif=mode=send_frame:parity=auto:deint=all"] if self.info.read_deinterlaced else []
+        # The filter graph is never rebuilt (-reinit_filter 0): a rebuilt graph would restart select's frame
+        # count (a read resumed past a size change got no frames) and bwdif's memory. So the fitting comes
+        # first and absorbs any change of size. bwdif before select: frames before start_frame still give
+        # their neighbours' motion, so a resumed read yields the same frames as an uninterrupted one.
+        # send_frame keeps one frame per frame (and its time).
+        filters = [_fit_into(self.info.width, self.info.height)]
+        filters += ["bwdif=mode=send_frame:parity=auto:deint=all"] if self.info.read_deinterlaced else []
         filters += [f"select=gte(n\\,{start_frame})"] if start_frame else []
+        self.other_sizes: tuple[tuple[int, int], ...] = ()
+        """Frame sizes other than the first that ffmpeg met (read from its log when decoding ends or stops;
+        it decodes a little ahead of the frames taken)."""
+        # Warning level, for the size-change line only; errors and damage are read from the error lines alone.
         self._args = [
-            ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-noautorotate", "-i", str(self.info.path),
-            "-map", f"0:{self.info.stream_index}", *(["-vf", ",".join(filters)] if filters else []),
+            ffmpeg_exe(), "-nostdin", "-hide_banner", "-nostats", "-v", "level+warning", "-noautorotate",
+            "-reinit_filter", "0", "-i", str(self.info.path), "-map", f"0:{self.info.stream_index}", "-vf", ",".join(filters),
             "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb48le" if deep else "rgb24", "pipe:1",
         ]
 
@@ -87,10 +114,15 @@ class FrameReader:
         raise StopIteration
 
     def _stderr_text(self) -> str:
+        """ffmpeg's error lines (what failures and damage are read from); the sizes it met are noted on the way."""
         if self._stderr is None:
             return ""
         self._stderr.seek(0)
-        return self._stderr.read().decode("utf-8", "replace")
+        lines = self._stderr.read().decode("utf-8", "replace").splitlines()
+        sizes = (_SIZE_CHANGED.search(line) for line in lines if "[warning]" in line)
+        first = (self.info.width, self.info.height)
+        self.other_sizes = tuple(dict.fromkeys(size for m in sizes if m and (size := (int(m[1]), int(m[2]))) != first))
+        return "\n".join(line for line in lines if _ERROR_LEVEL.search(line))
 
     def _finish(self, partial_bytes: int) -> None:
         """End of the pipe: decide whether the stream really ended or ffmpeg failed on the way."""
@@ -123,6 +155,8 @@ class FrameReader:
 
     def close(self) -> None:
         """Stop decoding (early stops are fine: ffmpeg is killed, nothing is raised)."""
+        if not self._done:
+            self._stderr_text()  # the sizes met so far
         self._done = True
         self._release()
 

@@ -30,7 +30,7 @@ from ..images import OutputSettings, run_image_job
 from ..jobs import Job
 from ..loading import EngineSettings, load_pool
 from ..run import unexpected_failure
-from ..sequences import reader_for
+from ..sequences import reader_for, size_change_note
 from ..video import PartsFolder, upscaled_frames
 from .units import ImageUnit, SegmentUnit, UnitFailure, UnitOutcome, WorkerFacts, lightsr_version
 
@@ -141,6 +141,8 @@ class UpscaleWorker:
                                              unit.frames.start, unit.per_segment, counts)
                 parts.write_segment(unit.index, upscaled_frames(self._pool, batches, unit.size, []),
                                     written.frame_rate, unit.encode, written, timing=segment_timing(written, unit.frames))
+            if note := size_change_note(unit.info, reader):
+                notes.note(note)
             data = None if unit.parts_folder is not None else parts.segment(unit.index).read_bytes()
             if unit.parts_folder is None:
                 parts.segment(unit.index).unlink()
