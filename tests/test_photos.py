@@ -697,3 +697,18 @@ def test_cmyk_without_a_profile_uses_the_ink_formula_and_says_colours_are_approx
     plain = np.asarray(Image.open(source).convert("RGB"), float).reshape(-1, 3).mean(axis=0)
     assert np.abs(np.asarray(out, float).reshape(-1, 3).mean(axis=0) - plain).max() <= 1
     assert any("no CMYK colour profile, so colours are approximate" in note for note in recorder.notes)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_bmp_keeps_its_pixel_density(tmp_path, mode):
+    """A scan saved as BMP at 300 dpi (pixels per metre in its header) stays 300 dpi, as PNG, JPEG and TIFF do."""
+    pixels = np.full((10, 12, len(mode)), 200, np.uint8)
+    Image.fromarray(pixels, mode).save(tmp_path / "scan.bmp", dpi=(300, 300))
+    Image.fromarray(pixels[:, :, :3]).save(tmp_path / "scan.jpg", dpi=(600, 150))
+    recorder = Recorder()
+    kept = upscale(tmp_path / "scan.bmp", tmp_path / "scan_x2.bmp", recorder=recorder)
+    assert kept.size == (24, 20) and kept.info["dpi"] == pytest.approx(Image.open(tmp_path / "scan.bmp").info["dpi"])
+    assert (tmp_path / "scan_x2.bmp").read_bytes()[38:46] == (tmp_path / "scan.bmp").read_bytes()[38:46]
+    converted = upscale(tmp_path / "scan.jpg", tmp_path / "scan_x2b.bmp", recorder=recorder)
+    assert converted.info["dpi"] == pytest.approx((600, 150), rel=1e-4)  # BMP counts whole pixels per metre
+    assert not [note for note in recorder.notes if "dpi" in note]

@@ -34,7 +34,7 @@ _FORMATS_WITH = {  # JPEG XL: pillow-jxl-plugin writes EXIF and XMP boxes, but n
     "icc": {"jpeg", "png", "webp", "tiff", "heic", "avif"},
     "comment": {"jpeg", "png", "gif"},
     "texts": {"png"},
-    "dpi": {"jpeg", "png", "tiff"},
+    "dpi": {"jpeg", "png", "tiff", "bmp"},
     "png_display": {"png"},
 }
 NAMES = {"exif": "EXIF", "xmp": "XMP", "iptc": "IPTC", "icc": "ICC profile", "comment": "comment",
