@@ -712,3 +712,16 @@ def test_bmp_keeps_its_pixel_density(tmp_path, mode):
     converted = upscale(tmp_path / "scan.jpg", tmp_path / "scan_x2b.bmp", recorder=recorder)
     assert converted.info["dpi"] == pytest.approx((600, 150), rel=1e-4)  # BMP counts whole pixels per metre
     assert not [note for note in recorder.notes if "dpi" in note]
+
+
+def test_an_rgba_apng_stays_rgba_where_every_pixel_is_opaque(tmp_path):
+    """As a still RGBA PNG does: the alpha channel is kept because the file stores one, not only where a pixel
+    is transparent (a sprite pipeline expects RGBA). A GIF without transparency stays without alpha."""
+    opaque = [Image.fromarray(np.asarray(frame.convert("RGBA"))) for frame in animation_frames(alpha=False)]
+    assert all(frame.mode == "RGBA" and np.asarray(frame)[..., 3].min() == 255 for frame in opaque)
+    opaque[0].save(tmp_path / "sprite.png", save_all=True, append_images=opaque[1:], duration=50)
+    out = upscale(tmp_path / "sprite.png", tmp_path / "sprite_x2.png")
+    assert out.n_frames == 3 and out.mode == "RGBA" and np.asarray(out)[..., 3].min() == 255
+    rgb = animation_frames(alpha=False)
+    rgb[0].save(tmp_path / "plain.gif", save_all=True, append_images=rgb[1:], duration=50)
+    assert upscale(tmp_path / "plain.gif", tmp_path / "plain_x2.png").mode == "RGB"

@@ -27,8 +27,10 @@ _GIF_TRANSPARENT = 255  # the palette index kept for transparent pixels
 
 
 def read_animation(opened: Any, path: Path) -> Picture:
-    """Every frame of an animated GIF/WebP/PNG (RGB, or RGBA when any frame has transparency)."""
+    """Every frame of an animated GIF/WebP/PNG: RGBA where the file stores an alpha channel (an RGBA APNG stays
+    RGBA even where every pixel is opaque, as a still RGBA PNG does) or any frame has transparency, else RGB."""
     carried = metadata.read_metadata(opened)
+    stores_alpha = opened.mode in ("RGBA", "RGBa", "LA", "La", "PA")
     claimed = opened.n_frames
     frames, durations, disposals = [], [], []
     loop = opened.info.get("loop")
@@ -46,7 +48,7 @@ def read_animation(opened: Any, path: Path) -> Picture:
         disposal = getattr(opened, "disposal_method", None) if gif else opened.info.get("disposal")
         disposals.append(int(disposal) if disposal is not None else 0)
     notes = (_partly_decoded(path, len(frames), claimed, "frames"),) if len(frames) < claimed else ()
-    if all(frame[:, :, 3].min() == 255 for frame in frames):
+    if not stores_alpha and all(frame[:, :, 3].min() == 255 for frame in frames):
         frames = [np.ascontiguousarray(frame[:, :, :3]) for frame in frames]
     has_disposal = (opened.format or "").upper() in ("GIF", "PNG")
     timing = Animation(tuple(durations), int(loop) if loop is not None else None,
