@@ -529,13 +529,42 @@ def test_a_planar_float_tiff_pillow_cannot_open_has_every_page_upscaled_exactly(
             writer.write(page, photometric="rgb", planarconfig="separate")
     recorder = Recorder()
     upscale(source, tmp_path / "float_pages_x2.tif", recorder=recorder)
+    assert recorder.notes == []  # nothing to say: no EXIF to leave behind
     written = tifffile.imread(tmp_path / "float_pages_x2.tif", key=slice(None))
     assert written.shape == (2, 20, 24, 3) and written.dtype == np.uint16
     for page, out in zip(pages, written, strict=True):  # nearest x2 of each page, at 16 bits
         expected = np.round(page.transpose(1, 2, 0) * 65535).astype(np.uint16).repeat(2, 0).repeat(2, 1)
         assert np.abs(out.astype(int) - expected).max() <= 1
-    assert recorder.notes == ["note: float_pages.tif's TIFF tags (EXIF, XMP, ICC) are not carried: "
-                              "its pixel layout is one Pillow cannot read"]
+
+
+def test_a_tiff_pillow_cannot_open_keeps_its_profile_xmp_iptc_and_density_per_page(tmp_path):
+    """Read by tifffile, such a TIFF's own tags still reach the output: each page's ICC profile, XMP, IPTC (here
+    stored as LONGs, as Photoshop does) and resolution in centimetres; only EXIF is said to be left."""
+    tifffile = pytest.importorskip("tifffile", reason="tifffile writes the planar pages")
+    source = tmp_path / "scan.tif"
+    iptc_longs = np.frombuffer(IPTC + b"\0" * (-len(IPTC) % 4), "<u4")
+    with tifffile.TiffWriter(source) as writer:
+        writer.write(np.random.default_rng(3).random((3, 6, 8)), photometric="rgb", planarconfig="separate",
+                     resolution=(118.11, 118.11), resolutionunit="CENTIMETER", iccprofile=P3,
+                     extratags=[(700, "B", 0, XMP, True), (33723, "I", len(iptc_longs), tuple(iptc_longs), True),
+                                (34666, "I", 1, 8, True)])
+        writer.write(np.random.default_rng(4).random((3, 6, 8)), photometric="rgb", planarconfig="separate",
+                     resolution=(72, 72), resolutionunit="INCH")
+    # tifffile will not write an EXIF IFD pointer (34665) itself: its entry is renamed from a neighbour's code
+    entry = struct.pack("<HHI", 34666, 4, 1)
+    assert source.read_bytes().count(entry) == 1
+    source.write_bytes(source.read_bytes().replace(entry, struct.pack("<HHI", 34665, 4, 1)))
+    recorder = Recorder()
+    upscale(source, tmp_path / "scan_x2.tif", recorder=recorder)
+    assert recorder.notes == ["note: scan.tif's EXIF is not carried (its ICC profile, XMP, IPTC and density are): "
+                              "its pixel layout is one Pillow, which lightsr writes EXIF with, cannot read"]
+    out = Image.open(tmp_path / "scan_x2.tif")
+    first = metadata.read_metadata(out)
+    assert first.icc == P3 and XMP in first.xmp and first.iptc.rstrip(b"\0") == IPTC
+    assert first.dpi == pytest.approx((300, 300), abs=0.01)  # 118.11 per cm
+    out.seek(1)
+    second = metadata.read_metadata(out)
+    assert second.icc is None and second.xmp is None and second.dpi == pytest.approx((72, 72))
 
 
 def exif_with_thumbnail(orientation: int, thumbnail: bytes) -> bytes:

@@ -140,9 +140,8 @@ def decode_picture(data: bytes, path: Path) -> Picture:
         if header is not None and header.format == "tiff":  # e.g. float or planar pages
             from . import tiff
 
-            return Picture(tiff.read_pages_pillow_cannot(data, path), format="tiff",
-                           notes=(f"note: {path.name}'s TIFF tags (EXIF, XMP, ICC) are not carried: "
-                                  "its pixel layout is one Pillow cannot read",))
+            pages, carried, notes = tiff.read_pages_pillow_cannot(data, path)
+            return Picture(pages, carried, format="tiff", notes=notes)
         return Picture((decode_image(data, path),))
     kind = (opened.format or "").upper()
     found = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "WEBP": "webp", "TIFF": "tiff", "BMP": "bmp",

@@ -111,8 +111,9 @@ def encode_pages_with_metadata(pages: Sequence[np.ndarray], carried: Sequence[An
     return encode_tiff(layouts, tags, profiles)
 
 
-def read_pages_pillow_cannot(data: bytes, path: Any) -> tuple[np.ndarray, ...]:
-    """Every page of a TIFF that Pillow cannot open (float samples, planar layout, ...), read by tifffile.
+def read_pages_pillow_cannot(data: bytes, path: Any) -> tuple[tuple[np.ndarray, ...], tuple[Any, ...], tuple[str, ...]]:
+    """Every page of a TIFF that Pillow cannot open (float samples, planar layout, ...), read by tifffile, with
+    each page's ICC profile, XMP, IPTC and density (:func:`_page_metadata`), and a note where EXIF is left.
 
     OpenCV decodes such files too, but not reliably: a planar float64 page came back as different
     garbage on every call. Pages come out upright, as (H, W) or (H, W, C) arrays of uint8/uint16;
@@ -129,6 +130,8 @@ def read_pages_pillow_cannot(data: bytes, path: Any) -> tuple[np.ndarray, ...]:
         with tifffile.TiffFile(io.BytesIO(data)) as opened:
             pages = [(page.asarray(), page.planarconfig, page.samplesperpixel, page.tags.get(274))
                      for page in opened.pages]
+            carried = tuple(_page_metadata(page, opened.byteorder) for page in opened.pages)
+            has_exif = any(34665 in page.tags for page in opened.pages)
     except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError) as error:
         raise InputError(f"cannot decode {path}: {error}", hint="check that the file opens in an image viewer") from None
     frames = []
@@ -142,4 +145,35 @@ def read_pages_pillow_cannot(data: bytes, path: Any) -> tuple[np.ndarray, ...]:
                              hint="convert it to 8- or 16-bit RGB, RGBA or gray first")
         pixels = np.ascontiguousarray(to_supported_depth(pixels, path))
         frames.append(apply_orientation(pixels, int(orientation.value) if orientation is not None else 1))
-    return tuple(frames)
+    notes = (f"note: {path.name}'s EXIF is not carried (its ICC profile, XMP, IPTC and density are): its pixel "
+             "layout is one Pillow, which lightsr writes EXIF with, cannot read",) if has_exif else ()
+    return tuple(frames), carried[:len(frames)], notes
+
+
+def _page_metadata(page: Any, byteorder: str) -> Any:
+    """What a page's own tags say that an output keeps: ICC profile, XMP, IPTC and density (EXIF is not read
+    here: Pillow, which lightsr writes EXIF with, cannot open these files)."""
+    from .metadata import Metadata
+
+    def raw(code: int) -> bytes | None:
+        tag = page.tags.get(code)
+        if tag is None:
+            return None
+        value = tag.value
+        if isinstance(value, (tuple, list)):  # IPTC is often stored as LONGs (Photoshop's way)
+            return struct.pack(f"{byteorder}{len(value)}I", *value)
+        return bytes(value) if isinstance(value, (bytes, bytearray)) else None
+
+    return Metadata(icc=raw(34675), xmp=raw(700), iptc=raw(33723), dpi=_density(page))
+
+
+def _density(page: Any) -> tuple[float, float] | None:
+    """Dots per inch from XResolution/YResolution and their unit (inches or centimetres); None without a unit."""
+    x, y, unit = (page.tags.get(code) for code in (282, 283, 296))
+    per_inch = {2: 1.0, 3: 2.54}.get(int(unit.value) if unit is not None else 2)
+    if x is None or y is None or per_inch is None:
+        return None
+    try:
+        return tuple(float(n) / float(d) * per_inch for n, d in (x.value, y.value))
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
