@@ -350,18 +350,9 @@ def encode_image(pixels: np.ndarray, options: ImageEncodeSettings, carried: Meta
     if options.format == "png":
         return png_with_metadata(encoded, carried, pixels.shape[1], pixels.shape[0])
     if options.format == "bmp" and carried.dpi:
-        return bmp_with_density(encoded, carried.dpi)
+        return metadata.bmp_with_density(encoded, carried.dpi)
     return encoded
 
-
-def bmp_with_density(encoded: bytes, dpi: tuple[float, float]) -> bytes:
-    """A BMP with its pixel density set: the info header's pixels-per-metre fields (bytes 38-45 of the file,
-    in every header version since BITMAPINFOHEADER), which OpenCV leaves at 0."""
-    header_size = struct.unpack_from("<I", encoded, 14)[0]
-    if header_size < 40:  # an OS/2 BITMAPCOREHEADER has no density fields; OpenCV never writes one
-        return encoded
-    per_metre = struct.pack("<ii", *(round(value / 0.0254) for value in dpi))
-    return encoded[:38] + per_metre + encoded[46:]
 
 
 def encoding_losses(pixels: np.ndarray, options: ImageEncodeSettings, carried: Metadata) -> list[str]:

@@ -366,3 +366,13 @@ def profile_colour_space(icc: bytes) -> str | None:
     except (OSError, ValueError, TypeError, ImageCms.PyCMSError):
         return None
 
+
+def bmp_with_density(encoded: bytes, dpi: tuple[float, float]) -> bytes:
+    """A BMP with its pixel density set, the one piece of metadata BMP holds: the info header's pixels-per-metre
+    fields (bytes 38-45 of the file, in every header version since BITMAPINFOHEADER), which OpenCV, which
+    writes lightsr's BMPs, leaves at 0."""
+    header_size = struct.unpack_from("<I", encoded, 14)[0]
+    if header_size < 40:  # an OS/2 BITMAPCOREHEADER has no density fields; OpenCV never writes one
+        return encoded
+    per_metre = struct.pack("<ii", *(round(value / 0.0254) for value in dpi))
+    return encoded[:38] + per_metre + encoded[46:]
