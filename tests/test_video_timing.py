@@ -474,3 +474,54 @@ def test_frames_of_one_size_pass_the_fitting_untouched(tmp_path):
         frames = list(reader)
     assert reader.other_sizes == ()
     assert b"".join(frame.tobytes() for frame in frames) == plain
+
+
+def telemetry_clip(folder: Path) -> Path:
+    """An mp4 with a gpmd data track beside its video, as GoPro cameras write one (GPS, gyroscope and
+    accelerometer samples over time). The bundled ffmpeg cannot make a data track from raw bytes, so the
+    packets are those of an mp4 chapter track (bin_data), remuxed under GoPro's fourcc."""
+    chapters = folder / "chapters.txt"
+    # (ffmpeg reads a sample back from this track only for a chapter that starts at the video's end)
+    chapters.write_text(";FFMETADATA1\n" + "".join(f"[CHAPTER]\nTIMEBASE=1/1000\nSTART={start}\nEND={start + 1000}\n"
+                                                    f"title=part {start}\n" for start in (0, 1000)))
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=10:duration=1", "-i", str(chapters), "-map_chapters", "1",
+           "-c:v", "libx264", str(folder / "chaptered.mp4"))
+    clip = folder / "GX010001.mp4"
+    ffmpeg("-i", str(folder / "chaptered.mp4"), "-map", "0:v", "-map", "0:d", "-c", "copy", "-tag:d", "gpmd",
+           "-map_chapters", "-1", str(clip))
+    return clip
+
+
+def data_packets(path: Path) -> bytes:
+    return subprocess.run([video.ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", "0:d", "-c", "copy", "-f",
+                           "data", "-"], capture_output=True, check=True).stdout
+
+
+def test_gopro_telemetry_is_copied_into_mp4_and_mov_and_named_where_it_cannot_go(tmp_path):
+    clip = telemetry_clip(tmp_path)
+    [track] = [s for s in video.probe_video(clip).other_streams if s.kind == "data"]
+    assert track.tag == "gpmd" and data_packets(clip)
+    for suffix in (".mp4", ".mov"):  # in segments, joined: the data track comes from the source at the join
+        target = tmp_path / f"out{suffix}"
+        reporter = upscale(clip, target, segment_seconds=0.5)
+        assert not [note for note in reporter.notes if "data stream" in note]
+        [copied] = [s for s in video.probe_video(target).other_streams if s.kind == "data"]
+        assert copied.tag == "gpmd" and data_packets(target) == data_packets(clip)
+    reporter = upscale(clip, tmp_path / "out.mkv")
+    assert [note for note in reporter.notes if "data stream" in note] == [
+        "note: GX010001.mp4's data stream #1 (gpmd), GoPro telemetry (GPS, gyroscope, accelerometer), cannot be "
+        "written to .mkv: write .mp4 or .mov to keep it"]
+    # mp4 chapters (a text data track) stay chapters, and are not called a lost stream
+    reporter = upscale(tmp_path / "chaptered.mp4", tmp_path / "chaptered_x2.mp4")
+    assert not [note for note in reporter.notes if "data stream" in note]
+    listed = subprocess.run([video.ffmpeg_exe(), "-hide_banner", "-i", str(tmp_path / "chaptered_x2.mp4")],
+                            capture_output=True, text=True).stderr
+    assert listed.count("Chapter #0:") == 2
+
+
+def test_an_unknown_data_track_is_named_not_dropped_silently():
+    unknown = video.StreamInfo(3, "data", "bin_data", tag="fdsc")  # GoPro's firmware diagnostics
+    timecode = video.StreamInfo(4, "data", "none", tag="tmcd")  # written anew from the start timecode
+    notes = video.data_stream_notes([unknown, timecode], Path("out.mp4"), "GX010001.MP4")
+    assert notes == ["note: GX010001.MP4's data stream #3 (fdsc) is not copied: lightsr copies camm, gpmd data "
+                     "tracks only (into .mp4 or .mov)"]

@@ -107,6 +107,8 @@ def plan_video(job: Job, output: OutputSettings, settings: VideoSettings, scale:
     warnings = video.timing_warnings(info, job.target) + video.hdr_warnings(encode.codec, info.hdr)
     notes += [f"warning: {warning}" for warning in warnings]
     notes += _picture_notes(info, settings.encode, encode)
+    if not is_frame_pattern(job.target):  # frames out: no stream of the source goes with them
+        notes += video.data_stream_notes(info.other_streams, job.target, job.source.name)
     per_segment = max(1, round(settings.segment_seconds * info.frame_rate))
     resume = _resume_plan(job, info, settings, outscale, per_segment, replicas(info))
     if output.target is not None and not is_frame_pattern(job.target):

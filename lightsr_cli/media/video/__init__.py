@@ -33,6 +33,7 @@ from .probe import (
 )
 from .reader import FrameReader
 from .segments import concat_segments, segment_frame_range, segment_timing, timing_problem, timing_warnings
+from .streams import data_stream_notes
 from .timeline import Timeline
 from .writer import FrameWriter, VideoEncodeSettings
 
@@ -51,6 +52,7 @@ __all__ = [
     "check_encoder",
     "concat_segments",
     "count_frames",
+    "data_stream_notes",
     "default_pix_fmt",
     "encoder_pix_fmts",
     "hdr_warnings",

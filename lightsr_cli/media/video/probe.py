@@ -58,6 +58,7 @@ class StreamInfo:
     codec: str  # ffmpeg codec name: aac, subrip, mov_text, hdmv_pgs_subtitle, ttf...
     language: str | None = None
     attached_pic: bool = False  # cover art stored as a one-frame video stream
+    tag: str | None = None  # the container's fourcc: gpmd (GoPro telemetry), tmcd (timecode), text (chapters)...
 
 
 @dataclass(frozen=True)
@@ -230,6 +231,12 @@ def _field_order_of(rest: str) -> str | None:
     return match.group(1) if match else None
 
 
+def _tag_of(rest: str) -> str | None:
+    """'gpmd' from 'bin_data (gpmd / 0x646D7067), 59 kb/s'; None where ffmpeg prints no fourcc."""
+    match = re.search(r"\((\w{4}) / 0x[0-9A-Fa-f]{8}\)", rest)
+    return match.group(1) if match else None
+
+
 def _codec_of(rest: str) -> str:
     match = re.match(r"([\w-]+)", rest)
     return match.group(1) if match else "unknown"
@@ -337,7 +344,7 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
         raise NoVideoStreamError(f"{path.name} has no usable frame rate: {video.rest}")
 
     others = tuple(
-        StreamInfo(b.index, b.kind, _codec_of(b.rest), b.language, "attached pic" in b.rest)
+        StreamInfo(b.index, b.kind, _codec_of(b.rest), b.language, "attached pic" in b.rest, _tag_of(b.rest))
         for b in blocks if b is not video
     )
     return VideoInfo(

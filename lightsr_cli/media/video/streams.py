@@ -1,8 +1,10 @@
-"""Stream-copy rules: which of the source's audio, subtitle and attachment streams go into an output, and how.
+"""Stream-copy rules: which of the source's audio, subtitle, attachment and data streams go into an output, and how.
 
 Everything is copied unchanged, except text subtitles where the output container demands another
 text format (mov_text in mp4/mov, WebVTT in webm, no mov_text in matroska). A stream the container
-cannot hold at all is refused with StreamCopyError before any encoding starts.
+cannot hold at all is refused with StreamCopyError before any encoding starts. Data streams are copied
+where they are known to survive (GoPro telemetry and camera motion into mp4/mov); any other is named in
+a note (:func:`data_stream_notes`), never dropped silently.
 """
 
 from __future__ import annotations
@@ -38,6 +40,37 @@ def _subtitle_codec_for(suffix: str, stream: StreamInfo) -> str:
                           hint="write a .mkv output, which holds every subtitle format")
 
 
+# Data tracks copied into mp4/mov (the only containers that hold data tracks), by fourcc. Others are not: a
+# muxer that refuses a track fails the whole job at the join, after every frame was upscaled.
+COPIED_DATA_TRACKS = {"gpmd": "GoPro telemetry (GPS, gyroscope, accelerometer)",
+                      "camm": "camera motion metadata"}
+_DATA_CONTAINERS = {".mp4", ".m4v", ".mov"}
+# Data tracks written anew rather than copied: the start timecode (timecode_args) and mp4 chapters (kept as
+# chapters by -map_chapters).
+_DATA_TRACKS_REWRITTEN = {"tmcd", "text"}
+
+
+def _copies_data(stream: StreamInfo, suffix: str) -> bool:
+    return stream.kind == "data" and stream.tag in COPIED_DATA_TRACKS and suffix in _DATA_CONTAINERS
+
+
+def data_stream_notes(streams: Sequence[StreamInfo], out_path: Path, source_name: str) -> list[str]:
+    """What the output will lack of the source's data streams, one note each (empty where nothing is lost)."""
+    suffix = out_path.suffix.lower()
+    notes = []
+    for stream in streams:
+        if stream.kind != "data" or stream.tag in _DATA_TRACKS_REWRITTEN or _copies_data(stream, suffix):
+            continue
+        what = f"data stream #{stream.index} ({stream.tag or stream.codec})"
+        if stream.tag in COPIED_DATA_TRACKS:
+            notes.append(f"note: {source_name}'s {what}, {COPIED_DATA_TRACKS[stream.tag]}, cannot be written to "
+                         f"{suffix or 'this output'}: write .mp4 or .mov to keep it")
+        else:
+            notes.append(f"note: {source_name}'s {what} is not copied: lightsr copies "
+                         f"{', '.join(sorted(COPIED_DATA_TRACKS))} data tracks only (into .mp4 or .mov)")
+    return notes
+
+
 def stream_copy_args(streams: Sequence[StreamInfo], out_path: Path, first_output_index: int) -> list[str]:
     """Maps and codecs for the source's audio, subtitle and attachment streams (source = input 1).
 
@@ -46,8 +79,9 @@ def stream_copy_args(streams: Sequence[StreamInfo], out_path: Path, first_output
     so text subtitles are converted then (ASS styling does not survive mov_text). Bitmap subtitles
     cannot be converted: StreamCopyError, before any encoding, with a hint to write .mkv. Audio is
     always copied; a container that refuses it (AAC in webm) fails in ffmpeg and becomes a
-    StreamCopyError too. Data streams and cover art are not copied; a timecode track is written
-    anew from the source's start timecode (:func:`timecode_args`).
+    StreamCopyError too. Data streams are copied with their fourcc where :data:`COPIED_DATA_TRACKS` says
+    (mp4/mov only); other data streams and cover art are not; a timecode track is written anew from the
+    source's start timecode (:func:`timecode_args`).
     """
     suffix = out_path.suffix.lower()
     args: list[str] = []
@@ -59,6 +93,10 @@ def stream_copy_args(streams: Sequence[StreamInfo], out_path: Path, first_output
             codec = _subtitle_codec_for(suffix, stream)
         elif stream.kind == "attachment" and suffix == ".mkv":
             codec = "copy"  # fonts of ASS subtitles; only matroska has attachments
+        elif _copies_data(stream, suffix):
+            args += ["-map", f"1:{stream.index}", f"-c:{out_index}", "copy", f"-tag:{out_index}", str(stream.tag)]
+            out_index += 1
+            continue
         else:
             continue
         args += ["-map", f"1:{stream.index}", f"-c:{out_index}", codec]
