@@ -525,3 +525,9 @@ def test_an_unknown_data_track_is_named_not_dropped_silently():
     notes = video.data_stream_notes([unknown, timecode], Path("out.mp4"), "GX010001.MP4")
     assert notes == ["note: GX010001.MP4's data stream #3 (fdsc) is not copied: lightsr copies camm, gpmd data "
                      "tracks only (into .mp4 or .mov)"]
+    telemetry = video.StreamInfo(2, "data", "bin_data", tag="gpmd")
+    assert video.data_stream_notes([telemetry], Path("out.mp4"), "GX010001.MP4") == []
+    # .m4v is written by ffmpeg's ipod muxer, which refuses data tracks (the join would fail after every frame)
+    assert video.data_stream_notes([telemetry], Path("out.m4v"), "GX010001.MP4") == [
+        "note: GX010001.MP4's data stream #2 (gpmd), GoPro telemetry (GPS, gyroscope, accelerometer), cannot be "
+        "written to .m4v: write .mp4 or .mov to keep it"]

@@ -44,7 +44,7 @@ def _subtitle_codec_for(suffix: str, stream: StreamInfo) -> str:
 # muxer that refuses a track fails the whole job at the join, after every frame was upscaled.
 COPIED_DATA_TRACKS = {"gpmd": "GoPro telemetry (GPS, gyroscope, accelerometer)",
                       "camm": "camera motion metadata"}
-_DATA_CONTAINERS = {".mp4", ".m4v", ".mov"}
+_DATA_CONTAINERS = {".mp4", ".mov"}  # not .m4v: ffmpeg's ipod muxer, which writes it, refuses data tracks
 # Data tracks written anew rather than copied: the start timecode (timecode_args) and mp4 chapters (kept as
 # chapters by -map_chapters).
 _DATA_TRACKS_REWRITTEN = {"tmcd", "text"}
