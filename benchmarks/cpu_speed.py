@@ -255,13 +255,6 @@ def folder_memory(model: str, count: int, cycles: int = 3) -> dict:
                             model, [folder], [])
 
 
-def _cpu_half_precision() -> str | None:
-    """fp16, bf16 or None: what `--precision auto` may use on this CPU (results differ with it most)."""
-    from lightsr_cli.engine.devices import cpu_half_precision
-
-    return cpu_half_precision()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=MODELS)
@@ -289,13 +282,15 @@ def main() -> int:
         cases.append((model, *(int(v) for v in size.lower().split("x"))))
     import torch
 
+    from lightsr_cli.engine.devices import cpu_half_precision  # what auto may use here: results differ with it most
+
     results = {
         "torch": torch.__version__, "python": platform.python_version(), "libc": "-".join(platform.libc_ver()),
         "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
         "load_average_at_start": os.getloadavg(), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "note": "median ms per frame of alternating rounds; naive in a clean process; today = the engine with "
                 "LIGHTSR_TUNE_ALLOCATOR=0; lightsr = the default path (Upscaler API, as the CLI runs it)",
-        "machine_note": args.note, "cpu_half_precision": _cpu_half_precision(),
+        "machine_note": args.note, "cpu_half_precision": cpu_half_precision(),
         "models": [measure_model(model, w, h, args.rounds, args.warmup) for model, w, h in cases],
     }
     if not args.skip_memory:

@@ -113,8 +113,9 @@ class FrameReader:
         self._finish(partial_bytes=filled)
         raise StopIteration
 
-    def _stderr_text(self) -> str:
-        """ffmpeg's error lines (what failures and damage are read from); the sizes it met are noted on the way."""
+    def _read_log(self) -> str:
+        """Read ffmpeg's log once decoding ends or stops: records :attr:`other_sizes` from its warnings and
+        returns its error lines (what failures and damage are judged by)."""
         if self._stderr is None:
             return ""
         self._stderr.seek(0)
@@ -130,7 +131,7 @@ class FrameReader:
         if self._proc is None:  # never: called only after _start
             raise RuntimeError("_finish before ffmpeg was started")
         returncode = self._proc.wait()
-        log = self._stderr_text()
+        log = self._read_log()
         self._release()
         where = f"{self.info.path.name} after {self.frames_read} of {self.frames_expected} frames"
         if returncode != 0:
@@ -156,7 +157,7 @@ class FrameReader:
     def close(self) -> None:
         """Stop decoding (early stops are fine: ffmpeg is killed, nothing is raised)."""
         if not self._done:
-            self._stderr_text()  # the sizes met so far
+            self._read_log()  # the sizes met so far
         self._done = True
         self._release()
 
